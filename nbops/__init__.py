@@ -1,0 +1,50 @@
+"""nbops: PyTorch's core CNN operators as explicit nested loops compiled by Numba.
+
+Drop-in replacements for their torch / torchvision twins, same names, signatures and results:
+
+    import nbops
+    y = nbops.conv2d(x, weight, bias, stride=2, padding=1)   # x: torch tensor or NumPy array
+
+Importing nbops compiles nothing: each kernel compiles on its first call and is cached on disk.
+The backend comes from NBOPS_BACKEND ('cpu', the default).
+"""
+
+from . import _config
+
+_config.setup_threading()
+
+from .functional import (  # noqa: E402  (the threading layer must be chosen before any kernel exists)
+    avg_pool2d,
+    batch_norm,
+    conv2d,
+    conv_transpose2d,
+    cross_entropy,
+    flatten,
+    max_pool2d,
+    mse_loss,
+    roi_pool,
+    sigmoid,
+)
+
+__version__ = "0.1.0"
+
+
+def get_backend() -> str:
+    """The backend the operators run on ('cpu')."""
+    return _config.BACKEND
+
+
+__all__ = [
+    "max_pool2d",
+    "avg_pool2d",
+    "conv2d",
+    "conv_transpose2d",
+    "flatten",
+    "sigmoid",
+    "roi_pool",
+    "batch_norm",
+    "cross_entropy",
+    "mse_loss",
+    "get_backend",
+    "__version__",
+]

@@ -1,0 +1,92 @@
+"""The boundary: NumPy arrays or torch tensors in -> NumPy arrays for the kernels -> the caller's type out.
+
+Nothing here imports torch at module level: `import nbops` and NumPy-only use work without it.
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_NAMES = "float32 or float64"
+
+
+def is_tensor(obj) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
+    """A NumPy view of `obj` (no copy for a CPU tensor or an ndarray); dtype checked when `floating`."""
+    if isinstance(obj, np.ndarray):
+        array = obj
+    elif is_tensor(obj):
+        if obj.device.type != "cpu":
+            raise RuntimeError(
+                f"{name} is on device '{obj.device}', but the nbops cpu backend takes CPU tensors "
+                "(move it with .cpu())"
+            )
+        if obj.layout != sys.modules["torch"].strided:
+            raise TypeError(f"{name} must be a dense (strided) tensor, got layout {obj.layout}")
+        tensor = obj.detach()
+        if tensor.is_conj():
+            tensor = tensor.resolve_conj()
+        if tensor.is_neg():
+            tensor = tensor.resolve_neg()
+        try:
+            array = tensor.numpy()
+        except TypeError as exc:  # bfloat16 and friends have no NumPy twin
+            if floating:
+                raise TypeError(f"{name} must be {_FLOAT_NAMES}, got {obj.dtype}") from exc
+            raise TypeError(f"{name} has dtype {obj.dtype}, which nbops cannot read") from exc
+    else:
+        raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(obj).__name__}")
+    if floating:
+        check_float(array, name)
+    return array
+
+
+def check_float(array: np.ndarray, name: str) -> None:
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be {_FLOAT_NAMES}, got {array.dtype}")
+
+
+def same_dtype(array: np.ndarray, name: str, reference: np.ndarray, reference_name: str = "input") -> None:
+    if array.dtype != reference.dtype:
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but {reference_name} has dtype {reference.dtype}: they must match"
+        )
+
+
+def contiguous(array: np.ndarray) -> np.ndarray:
+    """C-contiguous, native byte order, aligned: what the kernels are compiled for (copies only if needed)."""
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return np.ascontiguousarray(array)
+
+
+def wrap(result: np.ndarray, like):
+    """Give `result` the caller's type: a torch tensor if `like` is one (sharing memory), else the array."""
+    if is_tensor(like):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(result))
+    return result
+
+
+def as_int(value, name: str) -> int:
+    if isinstance(value, bool) or isinstance(value, (float, np.floating)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+
+
+def as_float(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    return float(value)

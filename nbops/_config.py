@@ -1,0 +1,79 @@
+"""Environment variables and Numba threading setup, read in one place.
+
+NBOPS_BACKEND       'cpu' (default) or 'cuda'; read once, at import.
+NBOPS_THREADING     'tbb' (default when TBB can be loaded), or any Numba layer name ('omp',
+                    'workqueue', 'default'). NUMBA_THREADING_LAYER, when set, always wins.
+
+Why tbb: Numba's OpenMP layer kills a fork()ed child that runs a parallel kernel (what a torch
+DataLoader worker does) and the workqueue layer aborts when two Python threads run parallel code at
+once. TBB survives both, but pip's `tbb` wheel puts libtbb.so.12 in <prefix>/lib, where Numba's
+extension does not look, so we load it with RTLD_GLOBAL before Numba's first parallel launch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import site
+import sys
+
+BACKEND = os.environ.get("NBOPS_BACKEND", "cpu").strip().lower() or "cpu"
+REQUESTED_THREADING = os.environ.get("NBOPS_THREADING", "tbb").strip().lower() or "tbb"
+
+# Filled in by setup_threading(): the path of the TBB library we loaded, and why we did not when we did not.
+tbb_library: str | None = None
+threading_note: str = ""
+
+
+def _tbb_library_candidates() -> list[str]:
+    names = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
+    paths: list[str] = []
+    try:
+        from importlib import metadata
+
+        for file in metadata.distribution("tbb").files or ():
+            if file.name in names:
+                paths.append(str(file.locate()))
+    except Exception:  # tbb not installed as a distribution, or no file list
+        pass
+    prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, getattr(site, "USER_BASE", None) or ""]
+    for prefix in prefixes:
+        for sub in ("lib", "Library/bin"):
+            for name in names:
+                paths.append(os.path.join(prefix, sub, name))
+    seen: list[str] = []
+    for path in paths:
+        if path not in seen and os.path.isfile(path):
+            seen.append(path)
+    return seen
+
+
+def setup_threading() -> None:
+    """Choose Numba's threading layer before any parallel kernel runs (cheap: compiles nothing)."""
+    global tbb_library, threading_note
+    import numba
+
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        threading_note = "NUMBA_THREADING_LAYER set by the user"
+        return
+    if REQUESTED_THREADING != "tbb":
+        numba.config.THREADING_LAYER = REQUESTED_THREADING
+        threading_note = f"NBOPS_THREADING={REQUESTED_THREADING}"
+        return
+    mode = getattr(os, "RTLD_GLOBAL", 0)
+    for path in _tbb_library_candidates():
+        try:
+            ctypes.CDLL(path, mode=mode)
+        except OSError as exc:
+            threading_note = f"could not load {path}: {exc}"
+            continue
+        try:  # the extension Numba will use; importing it only loads a shared library
+            import numba.np.ufunc.tbbpool  # noqa: F401
+        except ImportError as exc:
+            threading_note = f"loaded {path} but Numba's tbb layer failed to import: {exc}"
+            return
+        tbb_library = path
+        numba.config.THREADING_LAYER = "tbb"
+        threading_note = f"tbb from {path}"
+        return
+    threading_note = "TBB not found (pip install tbb); Numba's default layer is not fork- and thread-safe"

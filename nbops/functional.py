@@ -1,0 +1,701 @@
+"""The ten public operators, with torch's names, signatures and defaults.
+
+Each function follows one path: check and normalise the arguments (raising a clear error that names the
+argument), get plain C-contiguous NumPy arrays, run the compiled kernel of the active backend, and
+return the result as the caller's type (torch tensor in -> torch tensor out, ndarray in -> ndarray out).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from . import _config
+from ._args import check_ndim, non_negative, pair, pool_output_size, positive, reduction_mode
+from ._arrays import as_array, as_float, as_int, contiguous, is_tensor, same_dtype, wrap
+
+__all__ = [
+    "max_pool2d",
+    "avg_pool2d",
+    "conv2d",
+    "conv_transpose2d",
+    "flatten",
+    "sigmoid",
+    "roi_pool",
+    "batch_norm",
+    "cross_entropy",
+    "mse_loss",
+]
+
+
+def _kernels(family: str):
+    """The kernel module of the active backend for one operator family (cpu/conv.py, cuda/conv.py, ...)."""
+    backend = _config.BACKEND
+    if backend == "cpu":
+        import importlib
+
+        return importlib.import_module(f"nbops.cpu.{family}")
+    if backend == "cuda":
+        raise RuntimeError("NBOPS_BACKEND=cuda: the CUDA backend is not available in this version of nbops")
+    raise ValueError(f"NBOPS_BACKEND must be 'cpu' or 'cuda', got {backend!r}")
+
+
+# ----------------------------------------------------------------------------------------------- pooling
+
+
+def _pool_input(x: np.ndarray, op: str) -> tuple[np.ndarray, bool]:
+    """(N, C, H, W) or unbatched (C, H, W) -> a 4-D array and whether a batch dim was added."""
+    if x.ndim not in (3, 4) or 0 in x.shape[-3:]:
+        raise ValueError(
+            f"{op}: input must be a 3-D (C, H, W) or 4-D (N, C, H, W) array with non-zero C, H and W "
+            f"(N may be 0), got shape {tuple(x.shape)}"
+        )
+    return (x[None], True) if x.ndim == 3 else (x, False)
+
+
+def _pool_sizes(op, kernel_size, stride, padding, dilation):
+    kernel = pair(kernel_size, "kernel_size")
+    positive(kernel, "kernel_size")
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        strides = kernel
+    else:
+        strides = pair(stride, "stride")
+        positive(strides, "stride")
+    pads = pair(padding, "padding")
+    non_negative(pads, "padding")
+    dilations = pair(dilation, "dilation")
+    positive(dilations, "dilation")
+    if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
+        raise ValueError(
+            f"{op}: padding should be at most half of kernel_size, got padding={pads} and kernel_size={kernel}"
+        )
+    return kernel, strides, pads, dilations
+
+
+def _pool_output_shape(op, x4, kernel, strides, pads, dilations, ceil_mode):
+    height, width = x4.shape[2], x4.shape[3]
+    out_h = pool_output_size(height, kernel[0], pads[0], strides[0], dilations[0], bool(ceil_mode))
+    out_w = pool_output_size(width, kernel[1], pads[1], strides[1], dilations[1], bool(ceil_mode))
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"{op}: given input size {height}x{width}, kernel_size={kernel}, stride={strides}, "
+            f"padding={pads} and dilation={dilations}, the output size {out_h}x{out_w} is too small"
+        )
+    return out_h, out_w
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """2-D max pooling, like torch.nn.functional.max_pool2d.
+
+    Args:
+        input (Tensor or ndarray [N, C, H, W] or [C, H, W]): float32 or float64.
+        kernel_size, stride (default: kernel_size), padding, dilation: an int or a pair (h, w).
+            Padding counts as -inf and is at most half the kernel size.
+        ceil_mode: round the output size up (a window must still start inside the input or left padding).
+        return_indices: also return the int64 flat index `h * W + w` of each max within its plane.
+
+    Returns:
+        [N, C, H_out, W_out] (or [C, H_out, W_out]), and the indices of the same shape if asked for.
+    """
+    x = as_array(input, "input")
+    x4, unbatched = _pool_input(x, "max_pool2d")
+    kernel, strides, pads, dilations = _pool_sizes("max_pool2d", kernel_size, stride, padding, dilation)
+    out_h, out_w = _pool_output_shape("max_pool2d", x4, kernel, strides, pads, dilations, ceil_mode)
+    batch, channels, height, width = x4.shape
+    out = np.empty((batch * channels, out_h, out_w), dtype=x.dtype)
+    indices = np.empty(out.shape if return_indices else (1, 1, 1), dtype=np.int64)
+    if out.size:
+        _kernels("pooling")._max_pool2d(
+            contiguous(x4).reshape(batch * channels, height, width),
+            out,
+            indices,
+            bool(return_indices),
+            *kernel,
+            *strides,
+            *pads,
+            *dilations,
+        )
+    shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
+    if return_indices:
+        return wrap(out.reshape(shape), input), wrap(indices.reshape(shape), input)
+    return wrap(out.reshape(shape), input)
+
+
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
+    """2-D average pooling, like torch.nn.functional.avg_pool2d.
+
+    Args:
+        input (Tensor or ndarray [N, C, H, W] or [C, H, W]): float32 or float64.
+        kernel_size, stride (default: kernel_size), padding: an int or a pair (h, w); padding adds zeros
+            and is at most half the kernel size.
+        ceil_mode: round the output size up.
+        count_include_pad: divide by the window size including padding (but not past the padded input).
+        divisor_override: a non-zero int to divide every sum by instead.
+
+    Returns:
+        [N, C, H_out, W_out] (or [C, H_out, W_out]).
+    """
+    x = as_array(input, "input")
+    x4, unbatched = _pool_input(x, "avg_pool2d")
+    kernel, strides, pads, dilations = _pool_sizes("avg_pool2d", kernel_size, stride, padding, 1)
+    if divisor_override is None:
+        divisor = 0
+    else:
+        divisor = as_int(divisor_override, "divisor_override")
+        if divisor == 0:
+            raise ValueError("avg_pool2d: divisor_override must be non-zero, got 0")
+    out_h, out_w = _pool_output_shape("avg_pool2d", x4, kernel, strides, pads, dilations, ceil_mode)
+    batch, channels, height, width = x4.shape
+    out = np.empty((batch * channels, out_h, out_w), dtype=x.dtype)
+    if out.size:
+        _kernels("pooling")._avg_pool2d(
+            contiguous(x4).reshape(batch * channels, height, width),
+            out,
+            *kernel,
+            *strides,
+            *pads,
+            bool(count_include_pad),
+            divisor,
+        )
+    shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
+    return wrap(out.reshape(shape), input)
+
+
+# ------------------------------------------------------------------------------------------- convolution
+
+
+def _conv_arrays(op, input, weight, bias, groups, transposed):
+    """Checked arrays for conv2d / conv_transpose2d: (x4, unbatched, w, bias_or_zeros, groups, C_out)."""
+    x = as_array(input, "input")
+    w = as_array(weight, "weight")
+    same_dtype(w, "weight", x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{op}: input must be 3-D (unbatched) or 4-D (batched), got shape {tuple(x.shape)}")
+    check_ndim(w.shape, (4,), "weight", "4-D (out_channels, in_channels / groups, kH, kW)"
+               if not transposed else "4-D (in_channels, out_channels / groups, kH, kW)")
+    x4, unbatched = (x[None], True) if x.ndim == 3 else (x, False)
+    if x4.shape[2] == 0 or x4.shape[3] == 0:
+        raise ValueError(f"{op}: input height and width must be non-zero, got shape {tuple(x.shape)}")
+    groups = as_int(groups, "groups")
+    if groups <= 0:
+        raise ValueError(f"{op}: groups must be positive, got {groups}")
+    in_channels = x4.shape[1]
+    if not transposed:
+        if w.shape[0] == 0 or w.shape[0] % groups:
+            raise ValueError(
+                f"{op}: weight of shape {tuple(w.shape)} needs out_channels (dim 0) positive and divisible "
+                f"by groups={groups}"
+            )
+        if w.shape[1] * groups != in_channels:
+            raise ValueError(
+                f"{op}: groups={groups} and weight of shape {tuple(w.shape)} expect input with "
+                f"{w.shape[1] * groups} channels, but got {in_channels} channels"
+            )
+        out_channels = w.shape[0]
+    else:
+        if w.shape[0] != in_channels:
+            raise ValueError(
+                f"{op}: weight of shape {tuple(w.shape)} expects input with {w.shape[0]} channels, "
+                f"but got {in_channels} channels"
+            )
+        if in_channels == 0 or in_channels % groups:
+            raise ValueError(
+                f"{op}: in_channels (weight dim 0) must be positive and divisible by groups={groups}, "
+                f"got weight of shape {tuple(w.shape)}"
+            )
+        out_channels = w.shape[1] * groups
+    if bias is None:
+        b = np.zeros(out_channels, dtype=x.dtype)
+    else:
+        b = as_array(bias, "bias")
+        same_dtype(b, "bias", x)
+        if b.shape != (out_channels,):
+            raise ValueError(
+                f"{op}: bias must be 1-D with {out_channels} elements (out_channels), got shape {tuple(b.shape)}"
+            )
+    return x4, unbatched, w, b, groups, out_channels
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation), like torch.nn.functional.conv2d.
+
+    Args:
+        input (Tensor or ndarray [N, C_in, H, W] or [C_in, H, W]): float32 or float64.
+        weight ([C_out, C_in / groups, kH, kW]): same dtype as input.
+        bias ([C_out], optional).
+        stride, dilation: an int or a pair, positive.
+        padding: an int or a pair (zeros on both sides), or 'valid' (none) or 'same' (output size = input
+            size, stride 1 only; an odd total goes one more to the bottom/right, as in torch).
+        groups: split input and output channels into this many independent groups.
+
+    Returns:
+        [N, C_out, H_out, W_out] (or [C_out, H_out, W_out]),
+        H_out = floor((H + pad_top + pad_bottom - dilation[0] * (kH - 1) - 1) / stride[0]) + 1.
+    """
+    x4, unbatched, w, b, groups, out_channels = _conv_arrays("conv2d", input, weight, bias, groups, False)
+    strides = pair(stride, "stride")
+    positive(strides, "stride")
+    dilations = pair(dilation, "dilation")
+    positive(dilations, "dilation")
+    kernel = (w.shape[2], w.shape[3])
+    if isinstance(padding, str):
+        if padding == "valid":
+            before = after = (0, 0)
+        elif padding == "same":
+            if strides != (1, 1):
+                raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions, got stride={strides}")
+            total = tuple(d * (k - 1) for d, k in zip(dilations, kernel))
+            before = tuple(t // 2 for t in total)
+            after = tuple(t - t // 2 for t in total)
+        else:
+            raise ValueError(f"conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    else:
+        before = after = pair(padding, "padding")
+        non_negative(before, "padding")
+    height, width = x4.shape[2], x4.shape[3]
+    padded = (height + before[0] + after[0], width + before[1] + after[1])
+    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilations, kernel))
+    if extent[0] > padded[0] or extent[1] > padded[1]:
+        raise ValueError(
+            f"conv2d: the dilated kernel ({extent[0]} x {extent[1]}) is larger than the padded input "
+            f"({padded[0]} x {padded[1]})"
+        )
+    out_h = (padded[0] - extent[0]) // strides[0] + 1
+    out_w = (padded[1] - extent[1]) // strides[1] + 1
+    batch = x4.shape[0]
+    out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
+    if out.size:
+        _kernels("conv")._conv2d(
+            contiguous(x4), contiguous(w), contiguous(b), out, *strides, *before, *dilations, groups
+        )
+    return wrap(out[0] if unbatched else out, input)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution, like torch.nn.functional.conv_transpose2d.
+
+    Args:
+        input (Tensor or ndarray [N, C_in, H, W] or [C_in, H, W]): float32 or float64.
+        weight ([C_in, C_out / groups, kH, kW]): same dtype as input.
+        bias ([C_out], optional).
+        stride, dilation: an int or a pair, positive.
+        padding: an int or a pair: dilation * (k - 1) - padding zeros are added on each side of the input.
+        output_padding: extra rows/columns on the bottom/right, smaller than stride or dilation.
+        groups: split input and output channels into this many independent groups.
+
+    Returns:
+        [N, C_out, H_out, W_out] (or unbatched),
+        H_out = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kH - 1) + output_padding[0] + 1.
+    """
+    x4, unbatched, w, b, groups, out_channels = _conv_arrays(
+        "conv_transpose2d", input, weight, bias, groups, True
+    )
+    if isinstance(padding, str):
+        raise TypeError(f"conv_transpose2d: padding must be an int or a pair of ints, got {padding!r}")
+    strides = pair(stride, "stride")
+    positive(strides, "stride")
+    dilations = pair(dilation, "dilation")
+    positive(dilations, "dilation")
+    pads = pair(padding, "padding")
+    non_negative(pads, "padding")
+    extra = pair(output_padding, "output_padding")
+    non_negative(extra, "output_padding")
+    for e, s, d in zip(extra, strides, dilations):
+        if e >= s and e >= d:
+            raise ValueError(
+                f"conv_transpose2d: output_padding must be smaller than either stride or dilation, got "
+                f"output_padding={extra}, stride={strides}, dilation={dilations}"
+            )
+    height, width = x4.shape[2], x4.shape[3]
+    out_h = (height - 1) * strides[0] - 2 * pads[0] + dilations[0] * (w.shape[2] - 1) + extra[0] + 1
+    out_w = (width - 1) * strides[1] - 2 * pads[1] + dilations[1] * (w.shape[3] - 1) + extra[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"conv_transpose2d: the output size {out_h}x{out_w} is not positive (input {height}x{width}, "
+            f"padding={pads}, too large for this kernel and stride)"
+        )
+    batch = x4.shape[0]
+    out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
+    if out.size:
+        _kernels("conv")._conv_transpose2d(
+            contiguous(x4), contiguous(w), contiguous(b), out, *strides, *pads, *dilations, groups
+        )
+    return wrap(out[0] if unbatched else out, input)
+
+
+# ----------------------------------------------------------------------------------- reshape, activation
+
+
+def _wrap_dim(dim, ndim: int, name: str) -> int:
+    dim = as_int(dim, name)
+    rank = max(ndim, 1)
+    if not -rank <= dim < rank:
+        raise IndexError(f"{name} out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})")
+    return dim + rank if dim < 0 else dim
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    """Flatten dims start_dim..end_dim into one, like torch.flatten.
+
+    Any dtype. Returns a view of input when its strides allow one (a copy otherwise), input itself when
+    start_dim == end_dim, and a 1-element 1-D result for a 0-d input.
+    """
+    if not (isinstance(input, np.ndarray) or is_tensor(input)):
+        raise TypeError(f"input must be a numpy.ndarray or a torch.Tensor, got {type(input).__name__}")
+    shape = tuple(input.shape)
+    start = _wrap_dim(start_dim, len(shape), "start_dim")
+    end = _wrap_dim(end_dim, len(shape), "end_dim")
+    if start > end:
+        raise ValueError(f"flatten: start_dim ({start_dim}) cannot come after end_dim ({end_dim})")
+    if not shape:
+        return input.reshape(1)
+    if start == end:
+        return input
+    merged = math.prod(shape[start : end + 1])
+    return input.reshape(shape[:start] + (merged,) + shape[end + 1 :])
+
+
+def sigmoid(input):
+    """out_i = 1 / (1 + exp(-input_i)), like torch.sigmoid: any shape, float32 or float64."""
+    x = as_array(input, "input")
+    out = np.empty(x.shape, dtype=x.dtype)
+    if out.size:
+        _kernels("activation")._sigmoid(contiguous(x).reshape(-1), out.reshape(-1), x.dtype.type(1))
+    return wrap(out, input)
+
+
+# -------------------------------------------------------------------------------------------------- RoI
+
+
+def _round_half_away(values: np.ndarray) -> np.ndarray:
+    """C's round(): halves go away from zero (NumPy's round goes to even)."""
+    whole = np.trunc(values)
+    return whole + np.where(np.abs(values - whole) >= 0.5, np.sign(values), 0)
+
+
+def _rois(boxes, dtype) -> np.ndarray:
+    """Boxes as Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4] -> an array [K, 5]."""
+    if isinstance(boxes, (list, tuple)):
+        parts = []
+        for index, per_image in enumerate(boxes):
+            b = as_array(per_image, f"boxes[{index}]")
+            if b.ndim != 2 or b.shape[1] != 4:
+                raise ValueError(f"boxes[{index}] must have shape [L, 4], got {tuple(b.shape)}")
+            if b.dtype != dtype:
+                raise TypeError(f"boxes[{index}] has dtype {b.dtype} but input has dtype {dtype}: they must match")
+            parts.append(np.concatenate([np.full((b.shape[0], 1), index, dtype=dtype), b], axis=1))
+        return np.concatenate(parts) if parts else np.zeros((0, 5), dtype=dtype)
+    rois = as_array(boxes, "boxes")
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise ValueError(
+            f"boxes must be a Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4], "
+            f"got shape {tuple(rois.shape)}"
+        )
+    if rois.dtype != dtype:
+        raise TypeError(f"boxes has dtype {rois.dtype} but input has dtype {dtype}: they must match")
+    return rois
+
+
+def _bin_edges(start, length, pooled, limit, dtype):
+    """torchvision's bins: [floor(p * size), ceil((p + 1) * size)) + start, size = length / pooled, clipped."""
+    bin_size = length.astype(dtype) / dtype.type(pooled)
+    steps = np.arange(pooled + 1, dtype=dtype)[None, :] * bin_size[:, None]
+    low = np.floor(steps[:, :-1]).astype(np.int64) + start[:, None]
+    high = np.ceil(steps[:, 1:]).astype(np.int64) + start[:, None]
+    return np.clip(low, 0, limit), np.clip(high, 0, limit)
+
+
+def roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    """RoI max pooling, like torchvision.ops.roi_pool.
+
+    Args:
+        input (Tensor or ndarray [N, C, H, W]): float32 or float64.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): (batch index, x1, y1, x2, y2) in input-image
+            coordinates, or one [L, 4] tensor of (x1, y1, x2, y2) per batch element; same dtype as input.
+        output_size (int or (h, w)): the pooled size.
+        spatial_scale (float): maps box coordinates to the feature map (e.g. 1/16).
+
+    Returns:
+        Tensor[K, C, output_size[0], output_size[1]]. Each box's corners are rounded (half away from
+        zero) after scaling, a degenerate box counts as 1x1, empty bins give 0. A batch index outside
+        [0, N - 1] is an IndexError (torchvision reads out of bounds there).
+    """
+    x = as_array(input, "input")
+    if x.ndim != 4:
+        raise ValueError(f"roi_pool: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    rois = _rois(boxes, x.dtype)
+    pooled_h, pooled_w = pair(output_size, "output_size")
+    non_negative((pooled_h, pooled_w), "output_size")
+    scale = as_float(spatial_scale, "spatial_scale")
+    if not math.isfinite(scale):
+        raise ValueError(f"roi_pool: spatial_scale must be finite, got {scale}")
+    if not np.isfinite(rois).all():
+        raise ValueError("roi_pool: boxes contain NaN or infinity")
+    batch, channels, height, width = x.shape
+    count = rois.shape[0]
+    out = np.zeros((count, channels, pooled_h, pooled_w), dtype=x.dtype)
+    batch_index = np.trunc(rois[:, 0]).astype(np.int64)  # torchvision casts the float index to int
+    bad = np.flatnonzero((batch_index < 0) | (batch_index >= batch))
+    if bad.size:
+        k = int(bad[0])
+        raise IndexError(
+            f"roi_pool: boxes[{k}] has batch index {rois[k, 0]}, outside [0, {batch - 1}] for input with "
+            f"batch size {batch}"
+        )
+    if out.size == 0:
+        return wrap(out, input)
+    # Corners in the input's dtype, as torchvision computes them; far-away corners are clipped so that the
+    # int conversion cannot overflow (they are outside the feature map either way).
+    corners = rois[:, 1:] * x.dtype.type(scale)
+    corners = np.clip(_round_half_away(corners), -(2**40), 2**40).astype(np.int64)
+    x1, y1, x2, y2 = corners.T
+    roi_w = np.maximum(x2 - x1 + 1, 1)
+    roi_h = np.maximum(y2 - y1 + 1, 1)
+    h_start, h_end = _bin_edges(y1, roi_h, pooled_h, height, x.dtype)
+    w_start, w_end = _bin_edges(x1, roi_w, pooled_w, width, x.dtype)
+    _kernels("roi")._roi_pool(contiguous(x), batch_index, h_start, h_end, w_start, w_end, out)
+    return wrap(out, input)
+
+
+# -------------------------------------------------------------------------------------------- batch norm
+
+
+def _channel_vector(value, name, x, channels):
+    array = as_array(value, name)
+    same_dtype(array, name, x)
+    if array.ndim != 1 or array.shape[0] != channels:
+        raise ValueError(f"batch_norm: {name} must be 1-D with {channels} elements, got shape {tuple(array.shape)}")
+    return array
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-05):
+    """Batch normalisation, like torch.nn.functional.batch_norm.
+
+    Args:
+        input (Tensor or ndarray [N, C] or [N, C, *]): float32 or float64.
+        running_mean, running_var ([C] or None): used in evaluation; in training they are updated in
+            place, x_new = (1 - momentum) * x + momentum * batch value, with the unbiased batch variance.
+        weight, bias ([C], optional): gamma and beta (1 and 0 when absent).
+        training: normalise with the batch statistics (biased variance) instead of the running ones.
+        momentum, eps: floats; eps >= 0 is added to the variance.
+
+    Returns:
+        an array of input's shape: (x - mean) / sqrt(var + eps) * gamma + beta per channel.
+    """
+    x = as_array(input, "input")
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: input must have at least 2 dims (N, C, *), got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var must either both be None or neither be None")
+    if not training and running_mean is None:
+        raise ValueError("batch_norm: running_mean and running_var must be given in evaluation mode")
+    vectors = {}
+    for name, value in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        vectors[name] = None if value is None else _channel_vector(value, name, x, channels)
+    momentum = as_float(momentum, "momentum")
+    eps = as_float(eps, "eps")
+    if not eps >= 0:
+        raise ValueError(f"batch_norm: eps must be non-negative, got {eps}")
+    batch = x.shape[0]
+    length = math.prod(x.shape[2:])
+    if training and batch * length == 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}")
+    out = np.empty(x.shape, dtype=x.dtype)
+    if out.size == 0:
+        return wrap(out, input)
+    kernels = _kernels("normalization")
+    x3 = contiguous(x).reshape(batch, channels, length)
+    if training:
+        mean = np.empty(channels)
+        var = np.empty(channels)
+        kernels._batch_stats(x3, mean, var)
+        if vectors["running_mean"] is not None:
+            count = batch * length
+            rm, rv = vectors["running_mean"], vectors["running_var"]
+            rm[...] = (1.0 - momentum) * rm.astype(np.float64) + momentum * mean
+            rv[...] = (1.0 - momentum) * rv.astype(np.float64) + momentum * var * (count / (count - 1))
+    else:
+        mean = vectors["running_mean"].astype(np.float64)
+        var = vectors["running_var"].astype(np.float64)
+    gamma = np.ones(channels) if weight is None else vectors["weight"].astype(np.float64)
+    beta = np.zeros(channels) if bias is None else vectors["bias"].astype(np.float64)
+    kernels._batch_norm_apply(x3, mean, var, gamma, beta, eps, out.reshape(batch, channels, length))
+    return wrap(out, input)
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def _scalar(value: float, dtype) -> np.ndarray:
+    return np.asarray(value, dtype=dtype)
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index=-100,
+    reduce=None,
+    reduction="mean",
+    label_smoothing=0.0,
+):
+    """Cross entropy between logits and targets, like torch.nn.functional.cross_entropy.
+
+    Args:
+        input (Tensor or ndarray [C], [N, C] or [N, C, d1, ..., dk]): unnormalised logits, float32/float64.
+        target: class indices (int64 or uint8) of shape [], [N] or [N, d1, ..., dk], each in [0, C) or
+            equal to ignore_index; or class probabilities of input's shape (floating).
+        weight ([C], optional): a rescaling weight per class.
+        ignore_index (int): a class-index target that contributes nothing (not for probability targets).
+        reduction: 'none' | 'mean' | 'sum'. The mean of class-index targets divides by the sum of the
+            targets' weights; of probability targets, by the number of positions.
+        label_smoothing (float in [0, 1]): mixes the target with the uniform distribution.
+        size_average, reduce: deprecated, as in torch.
+
+    Returns:
+        a 0-d array, or for 'none' the per-position losses (target's shape without the class dim).
+    """
+    reduction = reduction_mode(reduction, size_average, reduce)
+    x = as_array(input, "input")
+    t = as_array(target, "target", floating=False)
+    if x.ndim == 0:
+        raise ValueError("cross_entropy: input must have at least 1 dim (C), (N, C) or (N, C, d1, ...), got a 0-d input")
+    smoothing = as_float(label_smoothing, "label_smoothing")
+    if not smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {smoothing}")
+    smoothing = max(smoothing, 0.0)  # torch treats a negative value as no smoothing
+    ignore_index = as_int(ignore_index, "ignore_index")
+    classes = x.shape[0] if x.ndim == 1 else x.shape[1]
+    w = None
+    if weight is not None:
+        w = as_array(weight, "weight")
+        same_dtype(w, "weight", x)
+        if w.shape != (classes,):
+            raise ValueError(f"cross_entropy: weight must be 1-D with {classes} elements (C), got shape {tuple(w.shape)}")
+    # (C,) is one sample; (N, C, d1, ..., dk) is N samples at L = d1 * ... * dk positions.
+    batch = 1 if x.ndim == 1 else x.shape[0]
+    spatial = tuple(x.shape[2:])
+    length = math.prod(spatial)
+    out_shape = () if x.ndim == 1 else (batch,) + spatial
+    kernels = _kernels("loss")
+    weights64 = np.ones(classes) if w is None else w.astype(np.float64)
+
+    if t.shape == x.shape:  # class probabilities
+        if t.dtype.kind != "f":
+            raise TypeError(f"cross_entropy: a target of input's shape holds class probabilities and must be floating, got {t.dtype}")
+        if ignore_index >= 0:
+            raise ValueError("cross_entropy: ignore_index is not supported for class-probability targets")
+        dtype = np.result_type(x.dtype, t.dtype)
+        as_array(t.astype(dtype, copy=False), "target")  # float16 and friends are refused here
+        x3 = contiguous(x.astype(dtype, copy=False)).reshape(batch, classes, length)
+        t3 = contiguous(t.astype(dtype, copy=False)).reshape(batch, classes, length)
+        losses = np.empty((batch, length))
+        if losses.size:
+            kernels._cross_entropy_prob(x3, t3, weights64, smoothing, losses)
+        if reduction == "none":
+            return wrap(losses.astype(dtype).reshape(out_shape), input)
+        total = kernels._sum(losses.reshape(-1)) if losses.size else 0.0
+        if reduction == "sum":
+            return wrap(_scalar(total, dtype), input)
+        return wrap(_scalar(total / losses.size if losses.size else math.nan, dtype), input)
+
+    # class indices
+    if t.dtype not in (np.dtype(np.int64), np.dtype(np.uint8)):
+        raise TypeError(f"cross_entropy: class-index target must be int64 or uint8, got {t.dtype}")
+    if t.shape != out_shape:
+        if x.ndim >= 2 and (t.ndim == 0 or t.shape[0] != batch):
+            raise ValueError(
+                f"cross_entropy: expected input batch_size ({batch}) to match target batch_size "
+                f"({t.shape[0] if t.ndim else 'none: 0-d target'})"
+            )
+        raise ValueError(f"cross_entropy: target must have shape {out_shape} for input of shape {tuple(x.shape)}, got {tuple(t.shape)}")
+    t2 = t.astype(np.int64).reshape(batch, length)
+    invalid = (t2 != ignore_index) & ((t2 < 0) | (t2 >= classes))
+    if invalid.any():
+        raise IndexError(f"cross_entropy: target {int(t2[invalid][0])} is out of bounds for {classes} classes")
+    x3 = contiguous(x).reshape(batch, classes, length)
+    nll = np.empty((batch, length))
+    smooth = np.empty((batch, length))
+    target_weight = np.empty((batch, length))
+    if nll.size:
+        kernels._cross_entropy_class(x3, t2, weights64, ignore_index, nll, smooth, target_weight)
+    if reduction == "none":
+        losses = nll if smoothing == 0 else (1 - smoothing) * nll + (smoothing / classes) * smooth
+        return wrap(losses.astype(x.dtype).reshape(out_shape), input)
+
+    def total(values):
+        return kernels._sum(values.reshape(-1)) if values.size else 0.0
+
+    nll_sum = total(nll)
+    smooth_sum = total(smooth) if smoothing else 0.0
+    if reduction == "mean":
+        denominator = total(target_weight)
+        with np.errstate(divide="ignore", invalid="ignore"):  # every target ignored: 0/0 = nan, as in torch
+            nll_sum = np.float64(nll_sum) / denominator
+            smooth_sum = np.float64(smooth_sum) / denominator
+    value = nll_sum if smoothing == 0 else (1 - smoothing) * nll_sum + (smoothing / classes) * smooth_sum
+    return wrap(_scalar(value, x.dtype), input)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean squared error, like torch.nn.functional.mse_loss.
+
+    Args:
+        input, target (Tensor or ndarray, any shapes that broadcast): float32 or float64 (the result has
+            the promoted dtype). Differing shapes warn, as in torch.
+        reduction: 'none' | 'mean' | 'sum'; size_average, reduce: deprecated, as in torch.
+        weight (optional, input's shape): l_n = weight_n * (x_n - y_n)^2; the weighted mean divides by
+            sum(weight).
+
+    Returns:
+        a 0-d array, or for 'none' the element-wise losses in the broadcast shape.
+    """
+    reduction = reduction_mode(reduction, size_average, reduce)
+    x = as_array(input, "input")
+    y = as_array(target, "target")
+    try:
+        shape = np.broadcast_shapes(x.shape, y.shape)
+    except ValueError:
+        raise ValueError(
+            f"mse_loss: target of shape {tuple(y.shape)} does not broadcast with input of shape {tuple(x.shape)}"
+        ) from None
+    if x.shape != y.shape:
+        warnings.warn(
+            f"Using a target size ({tuple(y.shape)}) that is different to the input size ({tuple(x.shape)}). "
+            "This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            UserWarning,
+            stacklevel=2,
+        )
+    dtypes = [x.dtype, y.dtype]
+    w = None
+    if weight is not None:
+        w = as_array(weight, "weight")
+        if w.shape != x.shape:
+            raise ValueError(f"mse_loss: weight must have input's shape {tuple(x.shape)}, got {tuple(w.shape)}")
+        dtypes.append(w.dtype)
+    dtype = np.result_type(*dtypes)
+
+    def flat(array):
+        return contiguous(np.broadcast_to(array.astype(dtype, copy=False), shape)).reshape(-1)
+
+    xf, yf = flat(x), flat(y)
+    wf = flat(w) if w is not None else np.empty(0, dtype=dtype)
+    kernels = _kernels("loss")
+    if reduction == "none":
+        out = np.empty(shape, dtype=dtype)
+        if out.size:
+            kernels._squared_error(xf, yf, wf, w is not None, out.reshape(-1))
+        return wrap(out, input)
+    total = kernels._squared_error_sum(xf, yf, wf, w is not None) if xf.size else 0.0
+    if reduction == "sum":
+        return wrap(_scalar(total, dtype), input)
+    denominator = kernels._sum(contiguous(w).reshape(-1)) if w is not None and w.size else float(w.size if w is not None else xf.size)
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty input gives nan, as in torch
+        return wrap(_scalar(np.float64(total) / denominator, dtype), input)
