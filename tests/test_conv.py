@@ -1,0 +1,235 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nbops
+from reference import DTYPES, SUM_TOL, assert_same, non_contiguous, randn
+
+# (C_in, C_out, kernel, stride, padding, dilation, groups, bias)
+CONV_CASES = [
+    (3, 4, 3, 1, 0, 1, 1, True),
+    (3, 4, 3, 1, 1, 1, 1, False),
+    (4, 6, (3, 2), (2, 1), (1, 0), 1, 1, True),
+    (4, 6, 3, 2, 2, 2, 2, True),
+    (6, 6, 3, 1, 1, 1, 6, True),  # depthwise
+    (4, 8, 1, 1, 0, 1, 4, False),
+    (2, 3, 5, 3, 2, (2, 1), 1, True),
+    (3, 4, 3, 1, "same", 1, 1, True),
+    (3, 4, (4, 2), 1, "same", (1, 3), 1, True),  # odd total padding: one more bottom/right
+    (3, 4, 3, 2, "valid", 1, 1, False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv2d_matches_torch(case, batched, dtype):
+    cin, cout, k, s, p, d, g, has_bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    shape = (2, cin, 9, 10) if batched else (cin, 9, 10)
+    x = randn(shape, dtype, seed=1)
+    w = randn((cout, cin // g, kh, kw), dtype, seed=2)
+    b = randn((cout,), dtype, seed=3) if has_bias else None
+    expected = F.conv2d(x, w, b, s, p, d, g)
+    assert_same(nbops.conv2d(x, w, b, s, p, d, g), expected, SUM_TOL[dtype])
+    kw_args = dict(bias=b, stride=s, padding=p, dilation=d, groups=g)
+    assert_same(nbops.conv2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
+
+
+# (C_in, C_out, kernel, stride, padding, output_padding, groups, dilation, bias)
+CONVT_CASES = [
+    (3, 4, 3, 1, 0, 0, 1, 1, True),
+    (4, 2, 2, 2, 0, 0, 1, 1, False),
+    (4, 3, 3, 2, 1, 1, 1, 1, True),
+    (4, 6, (3, 2), (2, 3), (1, 0), (1, 2), 2, 1, True),
+    (4, 4, 3, 1, 1, 0, 4, 2, True),
+    (2, 3, 3, 1, 0, 2, 1, 3, True),  # output_padding < dilation
+    (2, 2, 5, 3, 2, 0, 1, (2, 1), False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONVT_CASES)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv_transpose2d_matches_torch(case, batched, dtype):
+    cin, cout, k, s, p, op, g, d, has_bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    shape = (2, cin, 6, 7) if batched else (cin, 6, 7)
+    x = randn(shape, dtype, seed=4)
+    w = randn((cin, cout // g, kh, kw), dtype, seed=5)
+    b = randn((cout,), dtype, seed=6) if has_bias else None
+    expected = F.conv_transpose2d(x, w, b, s, p, op, g, d)
+    assert_same(nbops.conv_transpose2d(x, w, b, s, p, op, g, d), expected, SUM_TOL[dtype])
+    kw_args = dict(bias=b, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+    assert_same(nbops.conv_transpose2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
+
+
+def test_conv2d_without_input_channels_is_bias():
+    # torch 2.14 returns zero *output* channels here, which contradicts its own formula; nbops follows
+    # the formula: an empty sum, so every output pixel is the bias.
+    x = torch.zeros(2, 0, 5, 5)
+    w = torch.zeros(4, 0, 3, 3)
+    b = randn((4,))
+    out = nbops.conv2d(x, w, b, padding=1)
+    assert out.shape == (2, 4, 5, 5)
+    assert torch.equal(out, b.view(1, 4, 1, 1).expand(2, 4, 5, 5))
+
+
+def test_conv_layouts_and_numpy():
+    x = randn((2, 4, 9, 9), torch.float32)
+    w = randn((6, 4, 3, 3), torch.float32, seed=1)
+    wt = randn((4, 5, 3, 3), torch.float32, seed=2)
+    for variant in (non_contiguous(x), x.contiguous(memory_format=torch.channels_last)):
+        assert_same(nbops.conv2d(variant, non_contiguous(w), None, 2, 1), F.conv2d(variant, w, None, 2, 1), SUM_TOL[torch.float32])
+        assert_same(
+            nbops.conv_transpose2d(variant, wt.contiguous(memory_format=torch.channels_last), stride=2),
+            F.conv_transpose2d(variant, wt, stride=2),
+            SUM_TOL[torch.float32],
+        )
+    out = nbops.conv2d(x.numpy(), w.numpy(), padding=1)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_allclose(out, F.conv2d(x, w, padding=1).numpy(), rtol=2e-4, atol=2e-4)
+    out = nbops.conv_transpose2d(x.numpy(), wt.numpy())
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, F.conv_transpose2d(x, wt).numpy(), rtol=2e-4, atol=2e-4)
+
+
+def test_conv_empty_batch_and_special_values():
+    w = randn((3, 2, 3, 3))
+    x = torch.zeros(0, 2, 5, 5)
+    assert_same(nbops.conv2d(x, w), F.conv2d(x, w))
+    assert_same(nbops.conv_transpose2d(torch.zeros(0, 3, 5, 5), w), F.conv_transpose2d(torch.zeros(0, 3, 5, 5), w))
+    x = randn((1, 2, 6, 6))
+    x[0, 0, 2, 2] = float("nan")
+    x[0, 1, 4, 4] = float("inf")
+    assert_same(nbops.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), SUM_TOL[torch.float32])
+
+
+def test_conv_does_not_modify_inputs():
+    x, w, b = randn((1, 2, 5, 5)), randn((3, 2, 3, 3), seed=1), randn((3,), seed=2)
+    copies = [t.clone() for t in (x, w, b)]
+    nbops.conv2d(x, w, b, padding=1)
+    nbops.conv_transpose2d(x, randn((2, 3, 3, 3)), b)
+    assert all(torch.equal(a, c) for a, c in zip((x, w, b), copies))
+
+
+@given(
+    n=st.integers(0, 2),
+    groups=st.integers(1, 3),
+    cin_per=st.integers(1, 3),
+    cout_per=st.integers(1, 3),
+    h=st.integers(1, 10),
+    w=st.integers(1, 10),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    sh=st.integers(1, 3),
+    sw=st.integers(1, 3),
+    ph=st.integers(0, 3),
+    pw=st.integers(0, 3),
+    dh=st.integers(1, 3),
+    dw=st.integers(1, 3),
+    bias=st.booleans(),
+    same=st.booleans(),
+)
+def test_conv2d_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
+    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
+    weight = randn((groups * cout_per, cin_per, kh, kw), torch.float64, seed=kh)
+    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+    padding = "same" if same else (ph, pw)
+    stride = (1, 1) if same else (sh, sw)
+    args = (b, stride, padding, (dh, dw), groups)
+    try:  # validity judged on a non-empty batch: torch skips some checks when N == 0
+        F.conv2d(randn((1,) + x.shape[1:], torch.float64), weight, *args)
+        expected = F.conv2d(x, weight, *args)
+    except RuntimeError:
+        with pytest.raises(ValueError):
+            nbops.conv2d(x, weight, *args)
+        return
+    assert_same(nbops.conv2d(x, weight, *args), expected, SUM_TOL[torch.float64])
+
+
+@given(
+    n=st.integers(0, 2),
+    groups=st.integers(1, 3),
+    cin_per=st.integers(1, 3),
+    cout_per=st.integers(1, 3),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    sh=st.integers(1, 3),
+    sw=st.integers(1, 3),
+    ph=st.integers(0, 3),
+    pw=st.integers(0, 3),
+    dh=st.integers(1, 3),
+    dw=st.integers(1, 3),
+    oph=st.integers(0, 2),
+    opw=st.integers(0, 2),
+    bias=st.booleans(),
+)
+def test_conv_transpose2d_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
+    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
+    weight = randn((groups * cin_per, cout_per, kh, kw), torch.float64, seed=kw)
+    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+    args = (b, (sh, sw), (ph, pw), (oph, opw), groups, (dh, dw))
+    try:  # validity judged on a non-empty batch: torch skips some checks when N == 0
+        F.conv_transpose2d(randn((1,) + x.shape[1:], torch.float64), weight, *args)
+        expected = F.conv_transpose2d(x, weight, *args)
+    except RuntimeError:
+        with pytest.raises(ValueError):
+            nbops.conv_transpose2d(x, weight, *args)
+        return
+    if expected.numel() == 0 and min(expected.shape[2:]) <= 0:
+        return
+    assert_same(nbops.conv_transpose2d(x, weight, *args), expected, SUM_TOL[torch.float64])
+
+
+def _x(shape=(2, 3, 5, 5), dtype=torch.float32):
+    return torch.zeros(shape, dtype=dtype)
+
+
+BAD_CONV = [
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 3, 3)), stride=2, padding="same"), ValueError, "same"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 3, 3)), padding="full"), ValueError, "padding"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), groups=2), ValueError, "groups"),
+    (lambda: nbops.conv2d(_x((2, 4, 5, 5)), _x((3, 2, 2, 2)), groups=2), ValueError, "groups"),
+    (lambda: nbops.conv2d(_x(), _x((4, 2, 2, 2))), ValueError, "channels"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 6, 6))), ValueError, "larger than the padded input"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 3, 3)), dilation=3), ValueError, "larger than the padded input"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), padding=-1), ValueError, "padding"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), stride=0), ValueError, "stride"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), dilation=0), ValueError, "dilation"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), groups=0), ValueError, "groups"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), groups=1.0), TypeError, "groups"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), stride=(1, 1, 1)), ValueError, "stride"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), bias=_x((3,))), ValueError, "bias"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2), torch.float64)), TypeError, "weight"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), bias=_x((4,), torch.float64)), TypeError, "bias"),
+    (lambda: nbops.conv2d(_x(), _x((0, 3, 2, 2))), ValueError, "out_channels"),
+    (lambda: nbops.conv2d(_x((5, 5)), _x((4, 3, 2, 2))), ValueError, "input"),
+    (lambda: nbops.conv2d(_x((1, 1, 3, 5, 5)), _x((4, 3, 2, 2))), ValueError, "input"),
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2)),), ValueError, "weight"),
+    (lambda: nbops.conv2d(_x(dtype=torch.int64), _x((4, 3, 2, 2), torch.int64)), TypeError, "float32 or float64"),
+    (lambda: nbops.conv2d(_x(), torch.zeros(()).expand(4, 3, 2**40, 2)), ValueError, "larger"),  # a huge kernel, no memory
+    (lambda: nbops.conv2d(_x(), _x((4, 3, 2, 2)), padding=2**40), ValueError, "padding"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3)), stride=2, output_padding=2), ValueError, "output_padding"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3)), output_padding=-1), ValueError, "output_padding"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3)), padding="same"), TypeError, "padding"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3)), padding=5), ValueError, "output size"),
+    (lambda: nbops.conv_transpose2d(_x((2, 3, 5, 5)), _x((3, 3, 3, 3)), groups=2), ValueError, "groups"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((4, 3, 3, 3))), ValueError, "channels"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3)), bias=_x((3,))), ValueError, "bias"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3)), stride=0), ValueError, "stride"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3)), dilation=-1), ValueError, "dilation"),
+    (lambda: nbops.conv_transpose2d(_x(), _x((3, 4, 3, 3), torch.float64)), TypeError, "weight"),
+    (lambda: nbops.conv_transpose2d(_x((2, 3, 0, 5)), _x((3, 4, 3, 3))), ValueError, "height and width"),
+]
+
+
+@pytest.mark.parametrize("call,exc,words", BAD_CONV)
+def test_conv_bad_arguments(call, exc, words):
+    with pytest.raises(exc, match=words):
+        call()
