@@ -65,7 +65,9 @@ def contiguous(array: np.ndarray) -> np.ndarray:
     """C-contiguous, native byte order, aligned: what the kernels are compiled for (copies only if needed)."""
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    return np.ascontiguousarray(array)
+    if array.flags.c_contiguous and array.flags.aligned:
+        return array
+    return np.array(array, order="C")  # (np.ascontiguousarray would turn a 0-d array into 1-d)
 
 
 def wrap(result: np.ndarray, like):
@@ -73,7 +75,7 @@ def wrap(result: np.ndarray, like):
     if is_tensor(like):
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(result))
+        return torch.from_numpy(contiguous(result))
     return result
 
 

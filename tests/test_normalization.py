@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nbops
+from reference import DTYPES, assert_same, non_contiguous, randn
+
+SHAPES = [(8, 3), (4, 3, 5), (4, 3, 5, 6), (2, 5, 3, 2, 2), (1, 4, 3)]
+TOL64 = dict(rtol=1e-9, atol=1e-9)
+
+
+def _tol(dtype):
+    return dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else TOL64
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_matches_torch(shape, affine, training, dtype):
+    c = shape[1]
+    x = randn(shape, dtype) * 3 + 1
+    weight = randn((c,), dtype, seed=1) if affine else None
+    bias = randn((c,), dtype, seed=2) if affine else None
+    rm_t, rv_t = randn((c,), dtype, seed=3), randn((c,), dtype, seed=4).abs() + 0.5
+    rm_n, rv_n = rm_t.clone(), rv_t.clone()
+    expected = F.batch_norm(x, rm_t, rv_t, weight, bias, training, 0.3, 1e-3)
+    out = nbops.batch_norm(x, rm_n, rv_n, weight, bias, training, 0.3, 1e-3)
+    assert_same(out, expected, _tol(dtype))
+    assert_same(rm_n, rm_t, _tol(dtype))  # running statistics updated in place exactly like torch
+    assert_same(rv_n, rv_t, _tol(dtype))
+    kw = dict(weight=weight, bias=bias, training=training, momentum=0.1, eps=1e-5)
+    assert_same(
+        nbops.batch_norm(input=x, running_mean=rm_n, running_var=rv_n, **kw),
+        F.batch_norm(x, rm_t, rv_t, **kw),
+        _tol(dtype),
+    )
+    assert_same(rv_n, rv_t, _tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_training_without_running_stats(dtype):
+    x = randn((6, 4, 3, 3), dtype)
+    assert_same(nbops.batch_norm(x, None, None, training=True), F.batch_norm(x, None, None, training=True), _tol(dtype))
+
+
+def test_batch_norm_layouts_numpy_and_inputs_untouched():
+    x = randn((4, 3, 6, 5)) * 2 - 1
+    for variant in (non_contiguous(x), x.contiguous(memory_format=torch.channels_last)):
+        rm_t, rv_t = torch.zeros(3), torch.ones(3)
+        rm_n, rv_n = torch.zeros(3), torch.ones(3)
+        expected = F.batch_norm(variant, rm_t, rv_t, training=True)
+        assert_same(nbops.batch_norm(variant, rm_n, rv_n, training=True), expected, _tol(torch.float32))
+        assert_same(rv_n, rv_t, _tol(torch.float32))
+    before = x.clone()
+    nbops.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)
+    assert torch.equal(x, before)
+    # NumPy arrays: running statistics updated in place too, result is an ndarray
+    rm, rv = np.zeros(3, np.float64), np.ones(3, np.float64)
+    xd = x.double()
+    out = nbops.batch_norm(xd.numpy(), rm, rv, training=True, momentum=0.5)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    rm_t, rv_t = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    np.testing.assert_allclose(out, F.batch_norm(xd, rm_t, rv_t, training=True, momentum=0.5).numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(rm, rm_t.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(rv, rv_t.numpy(), rtol=1e-9)
+    # running statistics that are strided views get updated through the view
+    buffer = torch.zeros(6, dtype=torch.float64)
+    rm_view = buffer[::2]
+    nbops.batch_norm(xd, rm_view, torch.ones(3, dtype=torch.float64), training=True)
+    assert torch.allclose(buffer[::2], 0.1 * xd.mean(dim=(0, 2, 3))) and buffer[1::2].eq(0).all()
+
+
+def test_batch_norm_empty_and_special_values():
+    rm, rv = torch.zeros(3), torch.ones(3)
+    for training in (True, False):
+        x = torch.zeros(0, 3, 4)
+        assert_same(nbops.batch_norm(x, rm, rv, training=training), F.batch_norm(x, rm.clone(), rv.clone(), training=training))
+    assert torch.equal(rm, torch.zeros(3)) and torch.equal(rv, torch.ones(3))
+    x = randn((5, 3, 4))
+    x[0, 1, 2] = float("nan")
+    x[1, 2, 0] = float("inf")
+    rm_n, rv_n, rm_t, rv_t = torch.zeros(3), torch.ones(3), torch.zeros(3), torch.ones(3)
+    assert_same(nbops.batch_norm(x, rm_n, rv_n, training=True), F.batch_norm(x, rm_t, rv_t, training=True), _tol(torch.float32))
+    assert_same(rm_n, rm_t)
+    assert_same(nbops.batch_norm(x, rm, rv), F.batch_norm(x, rm, rv))
+
+
+def test_batch_norm_bad_arguments():
+    x = torch.zeros(4, 3, 5)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match="running_mean"):
+        nbops.batch_norm(x, None, None, training=False)
+    with pytest.raises(ValueError, match="both be None"):
+        nbops.batch_norm(x, rm, None, training=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        nbops.batch_norm(torch.zeros(1, 3), rm, rv, training=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        nbops.batch_norm(torch.zeros(1, 3, 1, 1), rm, rv, training=True)
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        nbops.batch_norm(torch.zeros(3), rm, rv)
+    with pytest.raises(ValueError, match="running_mean"):
+        nbops.batch_norm(x, torch.zeros(4), rv)
+    with pytest.raises(ValueError, match="running_var"):
+        nbops.batch_norm(x, rm, torch.ones(3, 1))
+    with pytest.raises(ValueError, match="weight"):
+        nbops.batch_norm(x, rm, rv, weight=torch.ones(4))
+    with pytest.raises(ValueError, match="bias"):
+        nbops.batch_norm(x, rm, rv, bias=torch.ones(2))
+    with pytest.raises(TypeError, match="running_mean"):
+        nbops.batch_norm(x, rm.double(), rv.double())
+    with pytest.raises(TypeError, match="weight"):
+        nbops.batch_norm(x, rm, rv, weight=torch.ones(3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="momentum"):
+        nbops.batch_norm(x, rm, rv, training=True, momentum=None)
+    with pytest.raises(ValueError, match="eps"):
+        nbops.batch_norm(x, rm, rv, eps=-1.0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        nbops.batch_norm(x.long(), rm, rv)
+    # nothing was touched by the failed calls
+    assert torch.equal(rm, torch.zeros(3)) and torch.equal(rv, torch.ones(3))
