@@ -23,6 +23,8 @@ def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
     """A NumPy view of `obj` (no copy for a CPU tensor or an ndarray); dtype checked when `floating`."""
     if isinstance(obj, np.ndarray):
         array = obj
+        if not array.dtype.isnative:  # big-endian data: the kernels read native byte order
+            array = array.astype(array.dtype.newbyteorder("="))
     elif is_tensor(obj):
         if obj.device.type != "cpu":
             raise RuntimeError(
@@ -62,9 +64,7 @@ def same_dtype(array: np.ndarray, name: str, reference: np.ndarray, reference_na
 
 
 def contiguous(array: np.ndarray) -> np.ndarray:
-    """C-contiguous, native byte order, aligned: what the kernels are compiled for (copies only if needed)."""
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
+    """C-contiguous and aligned: what the kernels are compiled for (copies only if needed)."""
     if array.flags.c_contiguous and array.flags.aligned:
         return array
     return np.array(array, order="C")  # (np.ascontiguousarray would turn a 0-d array into 1-d)

@@ -33,7 +33,7 @@ def _tbb_library_candidates() -> list[str]:
 
         for file in metadata.distribution("tbb").files or ():
             if file.name in names:
-                paths.append(str(file.locate()))
+                paths.append(os.path.realpath(str(file.locate())))
     except Exception:  # tbb not installed as a distribution, or no file list
         pass
     prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, getattr(site, "USER_BASE", None) or ""]

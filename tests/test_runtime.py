@@ -1,0 +1,211 @@
+"""Types at the boundary, import-time behaviour, threads and fork."""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from queue import Empty
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nbops
+from reference import assert_same, randn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(code, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        env={**os.environ, **env}, cwd=ROOT,
+    )
+
+
+def test_import_compiles_nothing_and_needs_no_torch():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'): raise ImportError('torch blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import nbops, numpy as np\n"
+        "from nbops.cpu import pooling\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert not pooling._max_pool2d.signatures, 'compiled at import'\n"
+        "out = nbops.max_pool2d(np.arange(16.0).reshape(1, 1, 4, 4), 2)\n"
+        "assert out.tolist() == [[[[5.0, 7.0], [13.0, 15.0]]]], out\n"
+        "print('ok')\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_tensor_in_tensor_out_without_copying_contiguous_input(monkeypatch):
+    from nbops import _arrays
+
+    x = randn((2, 3, 8, 8))
+    seen = []
+    original = _arrays.as_array
+
+    def spy(obj, name, **kw):
+        array = original(obj, name, **kw)
+        seen.append((name, array))
+        return array
+
+    monkeypatch.setattr("nbops.functional.as_array", spy)
+    out = nbops.max_pool2d(x, 2)
+    assert isinstance(out, torch.Tensor)
+    name, array = seen[0]
+    assert name == "input" and array.ctypes.data == x.data_ptr()  # the kernel read the tensor's memory
+
+
+def test_tensor_requiring_grad_is_read_without_error():
+    x = randn((1, 2, 4, 4)).requires_grad_()
+    assert_same(nbops.max_pool2d(x, 2), F.max_pool2d(x, 2).detach())
+
+
+def test_unsupported_objects_and_devices():
+    with pytest.raises(TypeError, match="input must be a numpy.ndarray or a torch.Tensor"):
+        nbops.sigmoid(3.0)
+    meta = torch.zeros(2, 2, device="meta")
+    with pytest.raises(RuntimeError, match="device 'meta'"):
+        nbops.sigmoid(meta)
+    sparse = torch.eye(3).to_sparse()
+    with pytest.raises(TypeError, match="layout"):
+        nbops.sigmoid(sparse)
+    big_endian = np.arange(4.0).astype(">f8").reshape(1, 1, 2, 2)
+    assert nbops.max_pool2d(big_endian, 2).item() == 3.0
+
+
+def test_backend_variable(tmp_path):
+    assert nbops.get_backend() == "cpu"
+    result = _run("import nbops, numpy as np; nbops.sigmoid(np.zeros(2))", NBOPS_BACKEND="tpu")
+    assert result.returncode != 0 and "NBOPS_BACKEND" in result.stderr
+
+
+def _inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 8, 16, 16, generator=g)
+    w = torch.randn(8, 8, 3, 3, generator=g)
+    logits = torch.randn(64, 10, generator=g)
+    target = torch.randint(0, 10, (64,), generator=g)
+    rois = torch.tensor([[0, 1.0, 1.0, 10.0, 12.0], [3, 0.0, 2.0, 15.0, 15.0]])
+    return x, w, logits, target, rois
+
+
+def _nbops_results(seed):
+    """Every operator once, on NumPy arrays (what a worker process would do)."""
+    x, w, logits, target, rois = (t.numpy() for t in _inputs(seed))
+    return [
+        nbops.max_pool2d(x, 3, 2, 1),
+        nbops.avg_pool2d(x, 2),
+        nbops.conv2d(x, w, padding=1),
+        nbops.conv_transpose2d(x, w, stride=2),
+        nbops.sigmoid(x),
+        nbops.batch_norm(x, None, None, training=True),
+        nbops.cross_entropy(logits, target),
+        nbops.mse_loss(x, x * 0.5),
+        nbops.roi_pool(x, rois, 3),
+        nbops.flatten(x, 1),
+    ]
+
+
+def _torch_results(seed):
+    from torchvision.ops import roi_pool
+
+    x, w, logits, target, rois = _inputs(seed)
+    return [
+        F.max_pool2d(x, 3, 2, 1),
+        F.avg_pool2d(x, 2),
+        F.conv2d(x, w, padding=1),
+        F.conv_transpose2d(x, w, stride=2),
+        torch.sigmoid(x),
+        F.batch_norm(x, None, None, training=True),
+        F.cross_entropy(logits, target),
+        F.mse_loss(x, x * 0.5),
+        roi_pool(x, rois, 3),
+        torch.flatten(x, 1),
+    ]
+
+
+def _matches(results, seed):
+    return all(
+        np.allclose(a, b.numpy(), rtol=1e-4, atol=1e-4) for a, b in zip(results, _torch_results(seed), strict=True)
+    )
+
+
+def _all_ops_once(seed):
+    return _matches(_nbops_results(seed), seed)
+
+
+def test_four_threads_call_ops_at_once():
+    assert _all_ops_once(0)  # compile first, in this thread
+    results = [None] * 4
+    barrier = threading.Barrier(4)
+
+    def work(i):
+        barrier.wait()
+        results[i] = all(_all_ops_once(i * 10 + r) for r in range(5))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert results == [True] * 4
+
+
+def _child(queue):
+    # Only nbops runs in the child: torch's own thread pool is not fork-safe after the parent used it,
+    # which is why DataLoader workers set torch's threads to 1; the parent checks the results.
+    queue.put(_nbops_results(7))
+
+
+def test_forked_child_runs_ops_after_parent():
+    assert _all_ops_once(1)  # the parent has run every parallel kernel
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_child, args=(queue,))
+    process.start()
+    deadline = time.monotonic() + 300
+    results = None
+    while results is None and time.monotonic() < deadline:
+        try:
+            results = queue.get(timeout=1)
+        except Empty:
+            assert process.is_alive(), f"forked child died with exit code {process.exitcode}"
+    process.join(timeout=60)
+    assert process.exitcode == 0, f"forked child died with exit code {process.exitcode}"
+    assert _matches(results, 7)
+
+
+def test_torch_dataloader_workers_can_call_ops():
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            x = torch.full((1, 4, 4), float(i))
+            return nbops.max_pool2d(x, 2)
+
+    nbops.max_pool2d(torch.zeros(1, 4, 4), 2)
+    loader = torch.utils.data.DataLoader(Data(), batch_size=2, num_workers=2, multiprocessing_context="fork")
+    batches = list(loader)
+    assert [b[:, 0, 0, 0].tolist() for b in batches] == [[0.0, 1.0], [2.0, 3.0]]
+
+
+def test_threading_layer_is_tbb_when_installed():
+    import numba
+
+    from nbops import _config
+
+    if _config.tbb_library is None:
+        pytest.skip(f"tbb not available here: {_config.threading_note}")
+    nbops.sigmoid(np.zeros(10))
+    assert numba.threading_layer() == "tbb"
