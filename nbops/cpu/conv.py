@@ -55,8 +55,12 @@ def _conv2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
                 for k in range(group_in):
                     tap = weight[j, k, m, l]
                     line = x[n, first_in + k, ih]
-                    for w in range(w_lo, w_hi):
-                        row[w] += tap * line[w * sw + offset]
+                    if sw == 1:  # the common case, written apart so that the compiler vectorises it
+                        for w in range(w_lo, w_hi):
+                            row[w] += tap * line[w + offset]
+                    else:
+                        for w in range(w_lo, w_hi):
+                            row[w] += tap * line[w * sw + offset]
 
 
 @njit(parallel=True, cache=True)
@@ -97,5 +101,9 @@ def _conv_transpose2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
                     i = g * group_in + k
                     tap = weight[i, jj, m, l]
                     line = x[n, i, h]
-                    for w in range(w_lo, w_hi):
-                        row[w * sw + offset] += tap * line[w]
+                    if sw == 1:  # the common case, written apart so that the compiler vectorises it
+                        for w in range(w_lo, w_hi):
+                            row[w + offset] += tap * line[w]
+                    else:
+                        for w in range(w_lo, w_hi):
+                            row[w * sw + offset] += tap * line[w]
