@@ -55,9 +55,13 @@ def _conv2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
                 for k in range(group_in):
                     tap = weight[j, k, m, l]
                     line = x[n, first_in + k, ih]
-                    if sw == 1:  # the common case, written apart so that the compiler vectorises it
-                        for w in range(w_lo, w_hi):
-                            row[w] += tap * line[w + offset]
+                    if sw == 1:
+                        # Same sum on zero-based slices: indices the compiler knows are in range, so it
+                        # vectorises the loop (with `line[w + offset]` it cannot).
+                        dst = row[w_lo:w_hi]
+                        src = line[w_lo + offset : w_hi + offset]
+                        for w in range(dst.size):
+                            dst[w] += tap * src[w]
                     else:
                         for w in range(w_lo, w_hi):
                             row[w] += tap * line[w * sw + offset]
@@ -101,9 +105,11 @@ def _conv_transpose2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
                     i = g * group_in + k
                     tap = weight[i, jj, m, l]
                     line = x[n, i, h]
-                    if sw == 1:  # the common case, written apart so that the compiler vectorises it
-                        for w in range(w_lo, w_hi):
-                            row[w + offset] += tap * line[w]
+                    if sw == 1:  # zero-based slices, as in _conv2d, so that the loop vectorises
+                        dst = row[w_lo + offset : w_hi + offset]
+                        src = line[w_lo:w_hi]
+                        for w in range(dst.size):
+                            dst[w] += tap * src[w]
                     else:
                         for w in range(w_lo, w_hi):
                             row[w * sw + offset] += tap * line[w]
