@@ -67,6 +67,22 @@ def test_conv_transpose2d_matches_torch(case, batched, dtype):
     assert_same(nbops.conv_transpose2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
 
 
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_narrow_inputs_with_wide_dilated_kernels(width):
+    # taps whose every output column falls outside the row (found by hypothesis: once read out of bounds)
+    x = randn((1, 2, 2, width), torch.float64)
+    for k, d, p in [(4, 2, 2), (3, 3, 1), (5, 1, 2), (2, 4, 1)]:
+        wt = randn((2, 3, 1, k), torch.float64, seed=k)
+        args = dict(stride=1, padding=(0, p), dilation=(1, d))
+        assert_same(nbops.conv_transpose2d(x, wt, **args), F.conv_transpose2d(x, wt, **args))
+        w = randn((3, 2, 1, k), torch.float64, seed=k)
+        try:
+            expected = F.conv2d(x, w, **args)
+        except RuntimeError:
+            continue
+        assert_same(nbops.conv2d(x, w, **args), expected)
+
+
 def test_conv2d_without_input_channels_is_bias():
     # torch 2.14 returns zero *output* channels here, which contradicts its own formula; nbops follows
     # the formula: an empty sum, so every output pixel is the bias.

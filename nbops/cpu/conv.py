@@ -52,6 +52,8 @@ def _conv2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
                 offset = l * dw - pw
                 w_lo = _first_valid(offset, sw)
                 w_hi = _end_valid(offset, sw, width, out_w)
+                if w_hi <= w_lo:  # no output column sees this tap (and slices below must not wrap)
+                    continue
                 for k in range(group_in):
                     tap = weight[j, k, m, l]
                     line = x[n, first_in + k, ih]
@@ -101,6 +103,8 @@ def _conv_transpose2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
                 offset = l * dw - pw
                 w_lo = _first_valid(offset, sw)
                 w_hi = _end_valid(offset, sw, out_w, width)
+                if w_hi <= w_lo:  # this tap lands outside the output row (and slices below must not wrap)
+                    continue
                 for k in range(group_in):
                     i = g * group_in + k
                     tap = weight[i, jj, m, l]
