@@ -209,3 +209,15 @@ def test_threading_layer_is_tbb_when_installed():
         pytest.skip(f"tbb not available here: {_config.threading_note}")
     nbops.sigmoid(np.zeros(10))
     assert numba.threading_layer() == "tbb"
+
+
+def test_read_only_numpy_inputs():
+    x = np.random.default_rng(0).random((1, 2, 6, 6), dtype=np.float32)
+    w = np.random.default_rng(1).random((3, 2, 3, 3), dtype=np.float32)
+    x.setflags(write=False)
+    w.setflags(write=False)
+    np.testing.assert_allclose(
+        nbops.conv2d(x, w, padding=1), F.conv2d(torch.from_numpy(x.copy()), torch.from_numpy(w.copy()), padding=1).numpy(),
+        rtol=1e-5, atol=1e-5,
+    )
+    np.testing.assert_array_equal(nbops.max_pool2d(x, 2), F.max_pool2d(torch.from_numpy(x.copy()), 2).numpy())
