@@ -1,0 +1,143 @@
+"""`python -m nbops.bench`: run the benchmark suite (or read a saved run) and report nbops against torch.
+
+    python -m nbops.bench                         # runs `pytest benchmarks --benchmark-only`, then reports
+    python -m nbops.bench --json run.json         # reports a saved pytest-benchmark JSON file
+    python -m nbops.bench --chart report.svg      # also writes the ratio chart there
+
+For every case: torch time, nbops time (medians), ratio = torch / nbops (above 1: nbops is faster),
+nbops' achieved GB/s against this machine's memory bandwidth (a large NumPy copy, measured here), and
+GFLOP/s for the convolutions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+
+def measure_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """GB/s of a large NumPy copy (bytes read + bytes written), best of `repeats`."""
+    src = np.ones(megabytes * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
+def run_suite(root: str, json_path: str, extra: list[str]) -> None:
+    bench_dir = os.path.join(root, "benchmarks")
+    if not os.path.isdir(bench_dir):
+        raise SystemExit(f"no benchmarks/ folder under {root}: run from the nbops checkout or pass --json")
+    command = [sys.executable, "-m", "pytest", bench_dir, "--benchmark-only", "-q", f"--benchmark-json={json_path}"]
+    subprocess.run(command + extra, cwd=root, check=True)
+
+
+def load_rows(json_path: str) -> list[dict]:
+    with open(json_path) as f:
+        data = json.load(f)
+    cases: dict[tuple, dict] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        key = (info["op"], info["case"])
+        cases[key][info["impl"]] = bench["stats"]["median"]
+        cases[key]["bytes"] = info.get("bytes", 0)
+        cases[key]["flops"] = info.get("flops", 0)
+    rows = []
+    for (op, case), values in cases.items():
+        if "torch" in values and "nbops" in values:
+            rows.append(dict(op=op, case=case, **values))
+    return rows
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def table(rows: list[dict], bandwidth: float) -> str:
+    lines = [
+        f"machine memory bandwidth (NumPy copy): {bandwidth:.1f} GB/s",
+        "",
+        "| op | case | torch ms | nbops ms | torch/nbops | nbops GB/s | % of bandwidth | nbops GFLOP/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["op"], r["case"])):
+        gbs = row["bytes"] / row["nbops"] / 1e9 if row["bytes"] else 0.0
+        gflops = f"{row['flops'] / row['nbops'] / 1e9:.1f}" if row["flops"] else ""
+        share = f"{100 * gbs / bandwidth:.0f}%" if row["bytes"] else ""
+        lines.append(
+            f"| {row['op']} | {row['case']} | {_ms(row['torch'])} | {_ms(row['nbops'])} | "
+            f"{row['torch'] / row['nbops']:.2f}x | {gbs:.1f} | {share} | {gflops} |"
+        )
+    return "\n".join(lines)
+
+
+def chart_svg(rows: list[dict]) -> str:
+    """A horizontal bar per case: torch time / nbops time on a log scale, with the 1x line."""
+    rows = sorted(rows, key=lambda r: (r["op"], r["case"]))
+    bar_h, label_w, plot_w, top = 18, 460, 420, 40
+    height = top + bar_h * len(rows) + 40
+    lo, hi = np.log10(0.01), np.log10(100.0)
+
+    def x_of(ratio: float) -> float:
+        return label_w + plot_w * (np.clip(np.log10(ratio), lo, hi) - lo) / (hi - lo)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="10" y="20" font-size="14">nbops speed ratio (torch time / nbops time, log scale; right of 1x: nbops faster)</text>',
+    ]
+    for tick in (0.01, 0.1, 0.5, 1, 2, 10, 100):
+        x = x_of(tick)
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 5}" x2="{x:.1f}" y2="{height - 30}" stroke="{"black" if tick == 1 else "#ddd"}"/>')
+        parts.append(f'<text x="{x:.1f}" y="{height - 15}" text-anchor="middle">{tick}x</text>')
+    for i, row in enumerate(rows):
+        ratio = row["torch"] / row["nbops"]
+        y = top + i * bar_h
+        x0, x1 = x_of(1.0), x_of(ratio)
+        color = "#2a9d5c" if ratio >= 1 else "#d1495b"
+        parts.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">{escape(row["op"] + " " + row["case"])}</text>')
+        parts.append(f'<rect x="{min(x0, x1):.1f}" y="{y + 2}" width="{abs(x1 - x0):.1f}" height="{bar_h - 4}" fill="{color}"/>')
+        parts.append(f'<text x="{max(x0, x1) + 4:.1f}" y="{y + 12}">{ratio:.2f}x</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbops.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="a pytest-benchmark JSON file to report instead of running the suite")
+    parser.add_argument("--root", default=os.getcwd(), help="the nbops checkout holding benchmarks/ (default: .)")
+    parser.add_argument("--chart", default="benchmark-report.svg", help="where to write the ratio chart (SVG)")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, e.g. -k pool")
+    args = parser.parse_args(argv)
+
+    json_path = args.json
+    if json_path is None:
+        json_path = os.path.join(tempfile.mkdtemp(prefix="nbops-bench-"), "run.json")
+        run_suite(args.root, json_path, args.pytest_args)
+    rows = load_rows(json_path)
+    if not rows:
+        print(f"no torch/nbops pairs in {json_path}", file=sys.stderr)
+        return 1
+    bandwidth = measure_bandwidth()
+    print(table(rows, bandwidth))
+    with open(args.chart, "w") as f:
+        f.write(chart_svg(rows))
+    print(f"\nchart: {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
