@@ -364,11 +364,7 @@ def sigmoid(input):
     x = as_array(input, "input")
     out = np.empty(x.shape, dtype=x.dtype)
     if out.size:
-        kernels = _kernels("activation")
-        if x.dtype == np.float32:
-            kernels._sigmoid_f32(contiguous(x).reshape(-1), out.reshape(-1))
-        else:
-            kernels._sigmoid(contiguous(x).reshape(-1), out.reshape(-1), x.dtype.type(1))
+        _kernels("activation")._sigmoid(contiguous(x).reshape(-1), out.reshape(-1), x.dtype.type(1))
     return wrap(out, input)
 
 

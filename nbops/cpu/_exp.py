@@ -7,7 +7,7 @@ x in [-87, 88]: callers clamp, and handle NaN and the limits themselves.
 
 import numpy as np
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 
 @intrinsic
@@ -37,3 +37,25 @@ def exp_f32(x):
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
     return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+def fast_exp(x):
+    """exp(x) for any float: the vectorisable polynomial for float32, np.exp for float64 (in kernels)."""
+    return np.exp(x)
+
+
+@overload(fast_exp, inline="always")
+def _fast_exp_overload(x):
+    if x == types.float32:
+
+        def exp32(x):
+            low = np.float32(-87.0)
+            high = np.float32(88.0)
+            inside = x > low and x < high  # False for NaN too
+            y = exp_f32(x if inside else np.float32(0.0))
+            if not inside:
+                y = np.float32(0.0) if x <= low else (np.float32(np.inf) if x >= high else x)  # x: NaN
+            return y
+
+        return exp32
+    return lambda x: np.exp(x)
