@@ -535,6 +535,16 @@ def _scalar(value: float, dtype) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
 
 
+def _class_rows(array: np.ndarray, batch: int, classes: int, length: int) -> np.ndarray:
+    """(N, C, d1, ..., dk) -> (N * L, C), C-contiguous: one row of class scores per position.
+
+    Free for (N, C) and (C,) inputs; spatial inputs get one transposing copy, so that the kernels always
+    read contiguous rows.
+    """
+    rows = contiguous(array).reshape(batch, classes, length)
+    return contiguous(np.swapaxes(rows, 1, 2)).reshape(batch * length, classes)
+
+
 def cross_entropy(
     input,
     target,
@@ -593,11 +603,15 @@ def cross_entropy(
             raise ValueError("cross_entropy: ignore_index is not supported for class-probability targets")
         dtype = np.result_type(x.dtype, t.dtype)
         as_array(t.astype(dtype, copy=False), "target")  # float16 and friends are refused here
-        x3 = contiguous(x.astype(dtype, copy=False)).reshape(batch, classes, length)
-        t3 = contiguous(t.astype(dtype, copy=False)).reshape(batch, classes, length)
         losses = np.empty((batch, length))
         if losses.size:
-            kernels._cross_entropy_prob(x3, t3, weights64, smoothing, losses)
+            kernels._cross_entropy_prob(
+                _class_rows(x.astype(dtype, copy=False), batch, classes, length),
+                _class_rows(t.astype(dtype, copy=False), batch, classes, length),
+                weights64,
+                smoothing,
+                losses.reshape(-1),
+            )
         if reduction == "none":
             return wrap(losses.astype(dtype).reshape(out_shape), input)
         total = kernels._sum(losses.reshape(-1)) if losses.size else 0.0
@@ -616,15 +630,24 @@ def cross_entropy(
             )
         raise ValueError(f"cross_entropy: target must have shape {out_shape} for input of shape {tuple(x.shape)}, got {tuple(t.shape)}")
     t2 = t.astype(np.int64).reshape(batch, length)
-    invalid = (t2 != ignore_index) & ((t2 < 0) | (t2 >= classes))
-    if invalid.any():
+    in_range = t2.size == 0 or (t2.min() >= 0 and t2.max() < classes)  # the usual case, checked cheaply
+    invalid = None if in_range else (t2 != ignore_index) & ((t2 < 0) | (t2 >= classes))
+    if invalid is not None and invalid.any():
         raise IndexError(f"cross_entropy: target {int(t2[invalid][0])} is out of bounds for {classes} classes")
-    x3 = contiguous(x).reshape(batch, classes, length)
     nll = np.empty((batch, length))
     smooth = np.empty((batch, length))
     target_weight = np.empty((batch, length))
     if nll.size:
-        kernels._cross_entropy_class(x3, t2, weights64, ignore_index, nll, smooth, target_weight)
+        kernels._cross_entropy_class(
+            _class_rows(x, batch, classes, length),
+            t2.reshape(-1),
+            weights64,
+            ignore_index,
+            smoothing > 0,
+            nll.reshape(-1),
+            smooth.reshape(-1),
+            target_weight.reshape(-1),
+        )
     if reduction == "none":
         losses = nll if smoothing == 0 else (1 - smoothing) * nll + (smoothing / classes) * smooth
         return wrap(losses.astype(x.dtype).reshape(out_shape), input)
