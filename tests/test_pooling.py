@@ -27,7 +27,7 @@ MAX_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", MAX_CASES)
-@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (3, 8, 7), (1, 1, 5, 5)])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (3, 8, 7), (1, 1, 5, 5), (1, 2, 5, 41)])
 def test_max_pool2d_matches_torch(case, shape, dtype):
     k, s, p, d, ceil = case
     x = distinct(shape, dtype)
@@ -64,7 +64,7 @@ AVG_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", AVG_CASES)
-@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (3, 8, 7), (1, 2, 6, 6)])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (3, 8, 7), (1, 2, 6, 6), (1, 2, 5, 41)])
 def test_avg_pool2d_matches_torch(case, shape, dtype):
     k, s, p, ceil, cip, div = case
     x = randn(shape, dtype)

@@ -3,6 +3,24 @@
 import numpy as np
 from numba import njit, prange
 
+from .conv import _end_valid, _first_valid
+
+
+@njit(cache=True, inline="always")
+def _max_into(dst, src, at, first, step, want_indices):
+    """dst(w) = src(w) where src(w) > dst(w) or src(w) is NaN (torch's rule), recording the flat input
+    position first + w * step in at(w) when indices are wanted."""
+    if want_indices:
+        for w in range(dst.size):
+            v = src[w]
+            if v > dst[w] or np.isnan(v):
+                dst[w] = v
+                at[w] = first + w * step
+    else:
+        for w in range(dst.size):
+            v = src[w]
+            dst[w] = v if (v > dst[w] or np.isnan(v)) else dst[w]
+
 
 @njit(parallel=True, cache=True)
 def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
@@ -11,33 +29,59 @@ def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
                                               stride[1] * w + dilation[1] * n - padding[1])
 
     Padding counts as -inf; NaN wins over any number (torch: `val > max || isnan(val)`), ties keep the
-    first position. indices(N_i, C_j, h, w) is the flat position `ih * W + iw` of the max in its plane.
+    first position. indices(N_i, C_j, h, w) is the flat position `ih * W + iw` of the max in its plane
+    (for a window of -inf only, its first in-bounds position, as torch).
+
+    One task per output row. The taps (m, n) are visited in torch's order, but each tap updates the
+    whole row at once (every column whose input is inside the image): the same comparisons per output,
+    in a loop over columns that the compiler vectorises.
     """
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
     for task in prange(planes * out_h):
         p = task // out_h
         oh = task % out_h
+        best = out[p, oh]
+        where = indices[p, oh] if want_indices else indices[0, 0]
         ih0 = oh * sh - ph
-        ih1 = min(ih0 + (kh - 1) * dh + 1, height)
         while ih0 < 0:
             ih0 += dh
         for ow in range(out_w):
-            iw0 = ow * sw - pw
-            iw1 = min(iw0 + (kw - 1) * dw + 1, width)
-            while iw0 < 0:
-                iw0 += dw
-            best = -np.inf
-            best_index = ih0 * width + iw0
-            for ih in range(ih0, ih1, dh):
-                for iw in range(iw0, iw1, dw):
-                    value = x[p, ih, iw]
-                    if value > best or np.isnan(value):
-                        best = value
-                        best_index = ih * width + iw
-            out[p, oh, ow] = best
+            best[ow] = -np.inf
             if want_indices:
-                indices[p, oh, ow] = best_index
+                iw0 = ow * sw - pw
+                while iw0 < 0:
+                    iw0 += dw
+                where[ow] = ih0 * width + iw0
+        for m in range(kh):
+            ih = oh * sh - ph + m * dh
+            if ih < 0 or ih >= height:
+                continue
+            line = x[p, ih]
+            for n in range(kw):
+                offset = n * dw - pw
+                w_lo = _first_valid(offset, sw)
+                w_hi = _end_valid(offset, sw, width, out_w)
+                if w_hi <= w_lo:
+                    continue
+                base = ih * width + offset
+                dst = best[w_lo:w_hi]
+                at = where[w_lo:w_hi] if want_indices else where
+                first = base + w_lo * sw
+                if sw == 1:  # contiguous source: typed apart so that the loop vectorises
+                    _max_into(dst, line[w_lo + offset : w_hi + offset], at, first, 1, want_indices)
+                else:
+                    src = line[w_lo * sw + offset : (w_hi - 1) * sw + offset + 1 : sw]
+                    _max_into(dst, src, at, first, sw, want_indices)
+
+
+ROW_WIDTH = 8  # output rows at least this wide are summed tap by tap, a vector at a time
+
+
+@njit(cache=True, inline="always")
+def _add_into(dst, src):
+    for w in range(dst.size):
+        dst[w] += src[w]
 
 
 @njit(parallel=True, cache=True)
@@ -47,6 +91,10 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
 
     Padding adds zeros. divisor = divisor_override if it is non-zero; else the window's size clipped to
     the padded input (count_include_pad) or to the input itself; a window with no input element gives 0.
+
+    One task per output row; each tap adds its input columns to the whole row at once (in torch's order
+    of terms, in the input's dtype as torch does), a loop the compiler vectorises; then each column is
+    divided by its own divisor.
     """
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
@@ -55,25 +103,44 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
         oh = task % out_h
         h0 = oh * sh - ph
         h1 = min(h0 + kh, height + ph)
+        ih0 = max(h0, 0)
+        ih1 = min(h1, height)
+        row = out[p, oh]
+        for ow in range(out_w):
+            row[ow] = 0.0
+        if out_w < ROW_WIDTH:  # a short row (a global pool): sum each window directly, same order
+            for ow in range(out_w):
+                iw0 = max(ow * sw - pw, 0)
+                iw1 = min(ow * sw - pw + kw, width)
+                total = row[ow]
+                for ih in range(ih0, ih1):
+                    for iw in range(iw0, iw1):
+                        total += x[p, ih, iw]
+                row[ow] = total
+        for ih in range(ih0, ih1 if out_w >= ROW_WIDTH else ih0):
+            line = x[p, ih]
+            for n in range(kw):
+                offset = n - pw
+                w_lo = _first_valid(offset, sw)
+                w_hi = _end_valid(offset, sw, width, out_w)
+                if w_hi <= w_lo:
+                    continue
+                if sw == 1:
+                    _add_into(row[w_lo:w_hi], line[w_lo + offset : w_hi + offset])
+                else:
+                    _add_into(row[w_lo:w_hi], line[w_lo * sw + offset : (w_hi - 1) * sw + offset + 1 : sw])
         for ow in range(out_w):
             w0 = ow * sw - pw
             w1 = min(w0 + kw, width + pw)
-            padded_size = (h1 - h0) * (w1 - w0)
-            ih0 = max(h0, 0)
             iw0 = max(w0, 0)
-            ih1 = min(h1, height)
             iw1 = min(w1, width)
             if ih0 >= ih1 or iw0 >= iw1:
-                out[p, oh, ow] = 0.0
+                row[ow] = 0.0
                 continue
-            total = 0.0
-            for ih in range(ih0, ih1):
-                for iw in range(iw0, iw1):
-                    total += x[p, ih, iw]
             if divisor_override != 0:
                 divisor = divisor_override
             elif count_include_pad:
-                divisor = padded_size
+                divisor = (h1 - h0) * (w1 - w0)
             else:
                 divisor = (ih1 - ih0) * (iw1 - iw0)
-            out[p, oh, ow] = total / divisor
+            row[ow] = row[ow] / divisor
