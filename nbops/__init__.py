@@ -12,6 +12,7 @@ The backend comes from NBOPS_BACKEND ('cpu', the default).
 from . import _config
 
 _config.setup_threading()
+_config.setup_cache()
 
 from .functional import (  # noqa: E402  (the threading layer must be chosen before any kernel exists)
     avg_pool2d,

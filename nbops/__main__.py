@@ -44,7 +44,7 @@ def _environment() -> list[tuple[str, str]]:
         ("threading layer", f"{numba.config.THREADING_LAYER} ({_config.threading_note})"),
         ("numba threads", str(numba.get_num_threads())),
         ("cpu cores", str(os.cpu_count())),
-        ("cache dir", os.environ.get("NUMBA_CACHE_DIR", "next to the package (numba default)")),
+        ("cache dir", _config.cache_dir or "next to the package (numba's default)"),
     ]
     return rows
 

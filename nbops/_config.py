@@ -3,6 +3,8 @@
 NBOPS_BACKEND       'cpu' (default) or 'cuda'; read once, at import.
 NBOPS_THREADING     'tbb' (default when TBB can be loaded), or any Numba layer name ('omp',
                     'workqueue', 'default'). NUMBA_THREADING_LAYER, when set, always wins.
+NUMBA_CACHE_DIR     where compiled kernels are cached; when unset, next to the package, or (when the
+                    package directory is read-only, e.g. a system install) a per-user cache directory.
 
 Why tbb: Numba's OpenMP layer kills a fork()ed child that runs a parallel kernel (what a torch
 DataLoader worker does) and the workqueue layer aborts when two Python threads run parallel code at
@@ -16,6 +18,7 @@ import ctypes
 import os
 import site
 import sys
+import tempfile
 
 BACKEND = os.environ.get("NBOPS_BACKEND", "cpu").strip().lower() or "cpu"
 REQUESTED_THREADING = os.environ.get("NBOPS_THREADING", "tbb").strip().lower() or "tbb"
@@ -77,3 +80,41 @@ def setup_threading() -> None:
         threading_note = f"tbb from {path}"
         return
     threading_note = "TBB not found (pip install tbb); Numba's default layer is not fork- and thread-safe"
+
+
+# Set by setup_cache(): where the kernels are cached ('' = Numba's default, next to the package).
+cache_dir: str = ""
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def setup_cache() -> None:
+    """Make `cache=True` safe for read-only installs (cheap: compiles nothing).
+
+    Numba caches next to the source file, else in a per-user directory, and raises at the first compile
+    when neither is writable (a read-only site-packages with no usable home). If the package directory
+    is not writable and NUMBA_CACHE_DIR is unset, nbops picks a writable directory itself.
+    """
+    global cache_dir
+    import numba
+
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        cache_dir = os.environ["NUMBA_CACHE_DIR"]
+        return
+    package_cache = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu", "__pycache__")
+    if _writable_dir(package_cache):
+        return
+    user_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    candidates = [os.path.join(user_cache, "nbops"), os.path.join(tempfile.gettempdir(), f"nbops-cache-{getattr(os, 'getuid', lambda: 0)()}")]
+    for candidate in candidates:
+        if _writable_dir(candidate):
+            numba.config.CACHE_DIR = cache_dir = candidate
+            return

@@ -4,6 +4,8 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import shutil
+import tempfile
 import threading
 import time
 from queue import Empty
@@ -221,3 +223,33 @@ def test_read_only_numpy_inputs():
         rtol=1e-5, atol=1e-5,
     )
     np.testing.assert_array_equal(nbops.max_pool2d(x, 2), F.max_pool2d(torch.from_numpy(x.copy()), 2).numpy())
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run as an unprivileged user")
+def test_read_only_install_still_compiles_and_caches():
+    # nbops copied where the user running it cannot write, with no usable home directory either:
+    # numba alone would raise "no locator available"; nbops must pick a writable cache directory.
+    from pathlib import Path
+
+    top = tempfile.mkdtemp(prefix="nbops-readonly-")  # pytest's tmp_path is private to root
+    os.chmod(top, 0o755)
+    install = Path(top) / "site"
+    shutil.copytree(os.path.join(ROOT, "nbops"), install / "nbops", ignore=shutil.ignore_patterns("__pycache__"))
+    code = (
+        "import numpy as np, nbops\n"
+        "from nbops import _config\n"
+        "print(nbops.__file__, _config.cache_dir)\n"
+        "print(nbops.sigmoid(np.zeros(3, np.float32)).tolist())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env.update(PYTHONPATH=str(install), HOME="/nonexistent")
+    command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd="/")
+    assert result.returncode == 0, result.stderr
+    path, cache = result.stdout.splitlines()[0].split()
+    assert path.startswith(str(install)) and cache.startswith(tempfile.gettempdir())
+    assert "[0.5, 0.5, 0.5]" in result.stdout
+    assert any(name.endswith(".nbi") for _, _, files in os.walk(cache) for name in files)
+    assert not (install / "nbops" / "cpu" / "__pycache__").exists()
+    shutil.rmtree(top)
