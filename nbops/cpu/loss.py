@@ -136,11 +136,13 @@ def _sum(values):
 @njit(parallel=True, cache=True)
 def _squared_error(x, y, weight, weighted, out):
     """l_n = w_n * (x_n - y_n)^2   (w_n = 1 when not weighted)"""
-    for n in prange(x.size):
-        d = x[n] - y[n]
-        if weighted:
+    if weighted:  # two loops rather than a test per element, so that each one vectorises
+        for n in prange(x.size):
+            d = x[n] - y[n]
             out[n] = d * d * weight[n]
-        else:
+    else:
+        for n in prange(x.size):
+            d = x[n] - y[n]
             out[n] = d * d
 
 
