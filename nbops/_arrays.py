@@ -26,18 +26,17 @@ def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
         if not array.dtype.isnative:  # big-endian data: the kernels read native byte order
             array = array.astype(array.dtype.newbyteorder("="))
     elif is_tensor(obj):
-        if obj.device.type != "cpu":
+        # (the cheap attribute tests first: this runs on every argument of every call)
+        if not obj.is_cpu:
             raise RuntimeError(
                 f"{name} is on device '{obj.device}', but the nbops cpu backend takes CPU tensors "
                 "(move it with .cpu())"
             )
         if obj.layout != sys.modules["torch"].strided:
             raise TypeError(f"{name} must be a dense (strided) tensor, got layout {obj.layout}")
-        tensor = obj.detach()
-        if tensor.is_conj():
-            tensor = tensor.resolve_conj()
-        if tensor.is_neg():
-            tensor = tensor.resolve_neg()
+        tensor = obj.detach() if obj.requires_grad else obj
+        if tensor.is_conj() or tensor.is_neg():
+            tensor = tensor.resolve_conj().resolve_neg()
         try:
             array = tensor.numpy()
         except TypeError as exc:  # bfloat16 and friends have no NumPy twin
