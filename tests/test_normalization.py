@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import nbops
 from reference import DTYPES, assert_same, non_contiguous, randn
 
-SHAPES = [(8, 3), (4, 3, 5), (4, 3, 5, 6), (2, 5, 3, 2, 2), (1, 4, 3)]
+SHAPES = [(8, 3), (4, 3, 5), (4, 3, 5, 6), (2, 5, 3, 2, 2), (1, 4, 3), (2, 3, 16, 17), (3, 40, 300)]  # short and long (>= 256) rows
 TOL64 = dict(rtol=1e-9, atol=1e-9)
 
 

@@ -1,62 +1,75 @@
 """Batch normalisation over (N, C, L) arrays (L = product of the spatial sizes, 1 for (N, C) input).
 
 Work is split two ways, by the shape: with long rows (L >= ROW) a task is one (i, j) row; with short
-rows (an (N, C) input, 7x7 maps) a task is a block of samples that sweeps every channel, so that no task
-is a handful of elements.
+rows (an (N, C) input, 7x7 maps) a task is a block of channels over all samples (statistics) or a block
+of samples over all channels (normalising), so that no task is a handful of elements.
 """
 
 import numpy as np
 from numba import njit, prange
 
 ROW = 256  # rows at least this long are worth a task each
-BLOCK = 16  # samples per task when rows are short
+BLOCK = 16  # samples per task when rows are short (normalising)
+SPAN = 128  # flat positions per task when rows are short (statistics)
 
 
 @njit(parallel=True, cache=True)
 def _partial_sums(x, centre, squares):
-    """Partial sums of (x(i, j, l) - centre(j))^p over l and a group of samples i, p = 2 if squares else 1.
+    """partial(i, j) = sum_l (x(i, j, l) - centre(j))^p, p = 2 if squares else 1: a task per (i, j) row."""
+    batch, channels, length = x.shape
+    partial = np.empty((batch, channels))
+    for task in prange(batch * channels):
+        i = task // channels
+        j = task % channels
+        mu = centre[j]
+        total = 0.0
+        for l in range(length):
+            d = x[i, j, l] - mu
+            total += d * d if squares else d
+        partial[i, j] = total
+    return partial
 
-    Returns an array (groups, C) whose column sums are the per-channel totals: one group per sample
-    when rows are long (a task per (i, j) row), BLOCK samples per group otherwise.
+
+@njit(parallel=True, cache=True)
+def _stats_by_channel_block(x, mean, var):
+    """mean and var of each channel for short rows: a task per block of channels, over all samples.
+
+    A block's values (all N samples of about SPAN flat positions) are read once for the mean and again,
+    from cache, for the variance; per-position float64 sums run across samples in vector lanes.
     """
     batch, channels, length = x.shape
-    if length >= ROW:
-        partial = np.empty((batch, channels))
-        for task in prange(batch * channels):
-            i = task // channels
-            j = task % channels
-            mu = centre[j]
+    flat = x.reshape((batch, channels * length))
+    per_block = max(1, SPAN // length)
+    count = batch * length
+    for b in prange((channels + per_block - 1) // per_block):
+        j0 = b * per_block
+        j1 = min(channels, j0 + per_block)
+        e0, e1 = j0 * length, j1 * length
+        acc = np.zeros(e1 - e0)
+        for i in range(batch):
+            src = flat[i, e0:e1]
+            for e in range(acc.size):
+                acc[e] += src[e]
+        centre = np.empty(e1 - e0)
+        for j in range(j0, j1):
             total = 0.0
             for l in range(length):
-                d = x[i, j, l] - mu
-                total += d * d if squares else d
-            partial[i, j] = total
-        return partial
-    # Short rows: each sample is one flat vector of C * L values, accumulated element-wise into a
-    # per-block vector (a loop the compiler vectorises), folded into channels at the end.
-    width = channels * length
-    flat = x.reshape((batch, width))
-    centre_flat = np.empty(width)
-    for e in range(width):
-        centre_flat[e] = centre[e // length]
-    blocks = (batch + BLOCK - 1) // BLOCK
-    acc = np.zeros((blocks, width))
-    for block in prange(blocks):
-        row = acc[block]
-        for i in range(block * BLOCK, min(batch, (block + 1) * BLOCK)):
-            src = flat[i]
-            if squares:
-                for e in range(width):
-                    d = src[e] - centre_flat[e]
-                    row[e] += d * d
-            else:
-                for e in range(width):
-                    row[e] += src[e]
-    partial = np.zeros((blocks, channels))
-    for block in range(blocks):
-        for e in range(width):
-            partial[block, e // length] += acc[block, e]
-    return partial
+                total += acc[(j - j0) * length + l]
+            mean[j] = total / count
+            for l in range(length):
+                centre[(j - j0) * length + l] = mean[j]
+            for l in range(length):
+                acc[(j - j0) * length + l] = 0.0
+        for i in range(batch):
+            src = flat[i, e0:e1]
+            for e in range(acc.size):
+                d = src[e] - centre[e]
+                acc[e] += d * d
+        for j in range(j0, j1):
+            total = 0.0
+            for l in range(length):
+                total += acc[(j - j0) * length + l]
+            var[j] = total / count
 
 
 @njit(cache=True)
@@ -80,6 +93,9 @@ def _batch_stats(x, mean, var):
     sums in parallel, then each channel's partial sums combined in order.
     """
     batch, channels, length = x.shape
+    if length < ROW:
+        _stats_by_channel_block(x, mean, var)
+        return
     _combine(_partial_sums(x, np.zeros(channels), False), batch * length, mean)
     _combine(_partial_sums(x, mean, True), batch * length, var)
 
@@ -113,9 +129,10 @@ def _batch_norm_apply(x, mean, var, weight, bias, eps, out):
         flat_out = out.reshape((batch, width))
         scale_flat = np.empty(width, dtype=x.dtype)
         shift_flat = np.empty(width, dtype=x.dtype)
-        for e in range(width):
-            scale_flat[e] = scale[e // length]
-            shift_flat[e] = shift[e // length]
+        for j in range(channels):
+            for l in range(length):
+                scale_flat[j * length + l] = scale[j]
+                shift_flat[j * length + l] = shift[j]
         for block in prange((batch + BLOCK - 1) // BLOCK):
             for i in range(block * BLOCK, min(batch, (block + 1) * BLOCK)):
                 src = flat_in[i]
