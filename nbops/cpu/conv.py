@@ -2,21 +2,7 @@
 
 from numba import njit, prange
 
-
-@njit(cache=True, inline="always")
-def _first_valid(offset, stride):
-    """Smallest o >= 0 with o * stride + offset >= 0."""
-    if offset >= 0:
-        return 0
-    return (-offset + stride - 1) // stride
-
-
-@njit(cache=True, inline="always")
-def _end_valid(offset, stride, size, limit):
-    """One past the largest o < limit with o * stride + offset < size (never below 0)."""
-    if offset >= size:
-        return 0
-    return min(limit, (size - 1 - offset) // stride + 1)
+from ._bounds import _end_valid, _first_valid
 
 
 @njit(parallel=True, cache=True)

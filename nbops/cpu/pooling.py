@@ -3,7 +3,7 @@
 import numpy as np
 from numba import njit, prange
 
-from .conv import _end_valid, _first_valid
+from ._bounds import _end_valid, _first_valid
 
 
 @njit(cache=True, inline="always")
