@@ -40,7 +40,7 @@ def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     out_h, out_w = out.shape[1], out.shape[2]
     for task in prange(planes * out_h):
         p = task // out_h
-        oh = task % out_h
+        oh = task - p * out_h  # (one integer division per task, not two)
         best = out[p, oh]
         where = indices[p, oh] if want_indices else indices[0, 0]
         ih0 = oh * sh - ph
@@ -79,9 +79,43 @@ ROW_WIDTH = 8  # output rows at least this wide are summed tap by tap, a vector 
 
 
 @njit(cache=True, inline="always")
+def _run_sum(values, p, start, stop):
+    """sum of values[p, start:stop] (stop > start), in four interleaved partial sums: a single running
+    sum waits for each addition to finish before the next; four can overlap. Same terms, another order:
+    NaN and inf propagate alike. Kept in the values' dtype, as torch's float32 sums are."""
+    if stop - start < 4:
+        total = values[p, start]
+        for i in range(start + 1, stop):
+            total += values[p, i]
+        return total
+    a0, a1, a2, a3 = values[p, start], values[p, start + 1], values[p, start + 2], values[p, start + 3]
+    i = start + 4
+    while i + 4 <= stop:
+        a0 += values[p, i]
+        a1 += values[p, i + 1]
+        a2 += values[p, i + 2]
+        a3 += values[p, i + 3]
+        i += 4
+    while i < stop:
+        a0 += values[p, i]
+        i += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@njit(cache=True, inline="always")
 def _add_into(dst, src):
     for w in range(dst.size):
         dst[w] += src[w]
+
+
+@njit(cache=True, inline="always")
+def _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override):
+    """torch's divisor: the override, else the window clipped to the padded input, or to the input."""
+    if divisor_override != 0:
+        return divisor_override
+    if count_include_pad:
+        return (h1 - h0) * (w1 - w0)
+    return (ih1 - ih0) * (iw1 - iw0)
 
 
 @njit(parallel=True, cache=True)
@@ -92,32 +126,43 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
     Padding adds zeros. divisor = divisor_override if it is non-zero; else the window's size clipped to
     the padded input (count_include_pad) or to the input itself; a window with no input element gives 0.
 
-    One task per output row; each tap adds its input columns to the whole row at once (in torch's order
-    of terms, in the input's dtype as torch does), a loop the compiler vectorises; then each column is
-    divided by its own divisor.
+    One task per output row. Wide rows: each tap adds its input columns to the whole row at once (in
+    torch's order of terms, in the input's dtype as torch does), a loop the compiler vectorises; then each
+    column is divided by its own divisor. Short rows (a global pool): each window summed directly, a row
+    of the window at a time (the whole window at once when it spans whole input rows).
     """
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
+    flat = x.reshape((planes, height * width))
     for task in prange(planes * out_h):
         p = task // out_h
-        oh = task % out_h
+        oh = task - p * out_h  # (one integer division per task, not two)
         h0 = oh * sh - ph
         h1 = min(h0 + kh, height + ph)
         ih0 = max(h0, 0)
         ih1 = min(h1, height)
+        if out_w < ROW_WIDTH:
+            for ow in range(out_w):
+                w0 = ow * sw - pw
+                w1 = min(w0 + kw, width + pw)
+                iw0 = max(w0, 0)
+                iw1 = min(w1, width)
+                if ih0 >= ih1 or iw0 >= iw1:
+                    out[p, oh, ow] = 0.0
+                    continue
+                if iw0 == 0 and iw1 == width:  # whole input rows: one contiguous run
+                    total = _run_sum(flat, p, ih0 * width, ih1 * width)
+                else:
+                    total = _run_sum(flat, p, ih0 * width + iw0, ih0 * width + iw1)
+                    for ih in range(ih0 + 1, ih1):
+                        total += _run_sum(flat, p, ih * width + iw0, ih * width + iw1)
+                divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
+                out[p, oh, ow] = total / divisor
+            continue
         row = out[p, oh]
         for ow in range(out_w):
             row[ow] = 0.0
-        if out_w < ROW_WIDTH:  # a short row (a global pool): sum each window directly, same order
-            for ow in range(out_w):
-                iw0 = max(ow * sw - pw, 0)
-                iw1 = min(ow * sw - pw + kw, width)
-                total = row[ow]
-                for ih in range(ih0, ih1):
-                    for iw in range(iw0, iw1):
-                        total += x[p, ih, iw]
-                row[ow] = total
-        for ih in range(ih0, ih1 if out_w >= ROW_WIDTH else ih0):
+        for ih in range(ih0, ih1):
             line = x[p, ih]
             for n in range(kw):
                 offset = n - pw
@@ -137,10 +182,5 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
             if ih0 >= ih1 or iw0 >= iw1:
                 row[ow] = 0.0
                 continue
-            if divisor_override != 0:
-                divisor = divisor_override
-            elif count_include_pad:
-                divisor = (h1 - h0) * (w1 - w0)
-            else:
-                divisor = (ih1 - ih0) * (iw1 - iw0)
+            divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
             row[ow] = row[ow] / divisor
