@@ -634,36 +634,26 @@ def cross_entropy(
     invalid = None if in_range else (t2 != ignore_index) & ((t2 < 0) | (t2 >= classes))
     if invalid is not None and invalid.any():
         raise IndexError(f"cross_entropy: target {int(t2[invalid][0])} is out of bounds for {classes} classes")
-    nll = np.empty((batch, length))
-    smooth = np.empty((batch, length))
+    losses = np.empty((batch, length))
     target_weight = np.empty((batch, length))
-    if nll.size:
+    if losses.size:
         kernels._cross_entropy_class(
             _class_rows(x, batch, classes, length),
             t2.reshape(-1),
             weights64,
             ignore_index,
-            smoothing > 0,
-            nll.reshape(-1),
-            smooth.reshape(-1),
+            smoothing,
+            losses.reshape(-1),
             target_weight.reshape(-1),
         )
     if reduction == "none":
-        losses = nll if smoothing == 0 else (1 - smoothing) * nll + (smoothing / classes) * smooth
         return wrap(losses.astype(x.dtype).reshape(out_shape), input)
-
-    def total(values):
-        return kernels._sum(values.reshape(-1)) if values.size else 0.0
-
-    nll_sum = total(nll)
-    smooth_sum = total(smooth) if smoothing else 0.0
+    total = kernels._sum(losses.reshape(-1)) if losses.size else 0.0
     if reduction == "mean":
-        denominator = total(target_weight)
+        denominator = kernels._sum(target_weight.reshape(-1)) if losses.size else 0.0
         with np.errstate(divide="ignore", invalid="ignore"):  # every target ignored: 0/0 = nan, as in torch
-            nll_sum = np.float64(nll_sum) / denominator
-            smooth_sum = np.float64(smooth_sum) / denominator
-    value = nll_sum if smoothing == 0 else (1 - smoothing) * nll_sum + (smoothing / classes) * smooth_sum
-    return wrap(_scalar(value, x.dtype), input)
+            total = np.float64(total) / denominator
+    return wrap(_scalar(total, x.dtype), input)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):

@@ -50,35 +50,38 @@ def _log_sum_exp(row):
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _cross_entropy_class(x, target, weight, ignore_index, with_smoothing, nll, smooth, target_weight):
+def _cross_entropy_class(x, target, weight, ignore_index, label_smoothing, loss, target_weight):
     """For class-index targets, per position p (a row of x: one sample, or one pixel of one sample)
     with t = target(p) != ignore_index:
 
-        log p_c        = x(p, c) - log(sum_c' exp(x(p, c')))
-        nll(p)          = -weight(t) * log p_t
-        smooth(p)       = -sum_c weight(c) * log p_c          (the label-smoothing term, if with_smoothing)
-        target_weight(p) = weight(t)                           (the denominator of the weighted mean)
+        log p_c   = x(p, c) - log(sum_c' exp(x(p, c')))
+        nll       = -weight(t) * log p_t
+        smooth    = -sum_c weight(c) * log p_c                     (only computed when eps > 0)
+        loss(p)   = (1 - eps) * nll + eps / C * smooth              (eps = label_smoothing)
+        target_weight(p) = weight(t)                                (the denominator of the weighted mean)
 
-    and all three are 0 where t == ignore_index. Targets are checked to be in range by the caller.
+    and both are 0 where t == ignore_index. Targets are checked to be in range by the caller. torch
+    divides its nll and smoothing sums by the same denominator, so the mean is sum(loss) / sum(target_weight).
     `reassoc` lets the sums over classes run in vector lanes (a different order of the same terms),
     `contract` lets a * b + c become one fused multiply-add; neither changes how NaN and inf behave.
     """
     for p in prange(x.shape[0]):
         t = target[p]
         if t == ignore_index:
-            nll[p] = 0.0
-            smooth[p] = 0.0
+            loss[p] = 0.0
             target_weight[p] = 0.0
             continue
         row = x[p]
         lse = _log_sum_exp(row)
-        nll[p] = -weight[t] * (row[t] - lse)
+        nll = -weight[t] * (row[t] - lse)
         target_weight[p] = weight[t]
-        total = 0.0
-        if with_smoothing:
+        if label_smoothing > 0:
+            total = 0.0
             for c in range(row.size):
                 total += weight[c] * (row[c] - lse)
-        smooth[p] = -total
+            loss[p] = (1.0 - label_smoothing) * nll - label_smoothing / row.size * total
+        else:
+            loss[p] = nll
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
