@@ -22,6 +22,21 @@ def _max_into(dst, src, at, first, step, want_indices):
             dst[w] = v if (v > dst[w] or np.isnan(v)) else dst[w]
 
 
+@njit(cache=True, inline="always")
+def _max_into_stride2(dst, line, start, at, first, want_indices):
+    """_max_into with src(w) = line(start + 2 * w): a constant stride, which the compiler vectorises."""
+    if want_indices:
+        for w in range(dst.size):
+            v = line[start + 2 * w]
+            if v > dst[w] or np.isnan(v):
+                dst[w] = v
+                at[w] = first + w * 2
+    else:
+        for w in range(dst.size):
+            v = line[start + 2 * w]
+            dst[w] = v if (v > dst[w] or np.isnan(v)) else dst[w]
+
+
 @njit(parallel=True, cache=True)
 def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     """out(N_i, C_j, h, w) = max_{m=0..kH-1} max_{n=0..kW-1}
@@ -70,6 +85,8 @@ def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
                 first = base + w_lo * sw
                 if sw == 1:  # contiguous source: typed apart so that the loop vectorises
                     _max_into(dst, line[w_lo + offset : w_hi + offset], at, first, 1, want_indices)
+                elif sw == 2:  # the common strided case, with the stride a constant the compiler sees
+                    _max_into_stride2(dst, line, w_lo * 2 + offset, at, first, want_indices)
                 else:
                     src = line[w_lo * sw + offset : (w_hi - 1) * sw + offset + 1 : sw]
                     _max_into(dst, src, at, first, sw, want_indices)
@@ -109,6 +126,14 @@ def _add_into(dst, src):
 
 
 @njit(cache=True, inline="always")
+def _add_into_stride2(dst, line, first):
+    """dst(w) += line(first + 2 * w): a constant stride, which the compiler vectorises (a runtime one it
+    does not)."""
+    for w in range(dst.size):
+        dst[w] += line[first + 2 * w]
+
+
+@njit(cache=True, inline="always")
 def _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override):
     """torch's divisor: the override, else the window clipped to the padded input, or to the input."""
     if divisor_override != 0:
@@ -118,7 +143,7 @@ def _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_over
     return (ih1 - ih0) * (iw1 - iw0)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")  # no zero-division checks: divisors are never 0
 def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     """out(N_i, C_j, h, w) = 1/divisor * sum_{m=0..kH-1} sum_{n=0..kW-1}
                               input(N_i, C_j, stride[0] * h + m - padding[0], stride[1] * w + n - padding[1])
@@ -172,15 +197,15 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
                     continue
                 if sw == 1:
                     _add_into(row[w_lo:w_hi], line[w_lo + offset : w_hi + offset])
+                elif sw == 2:  # the common strided case, with the stride a constant the compiler sees
+                    _add_into_stride2(row[w_lo:w_hi], line, w_lo * 2 + offset)
                 else:
                     _add_into(row[w_lo:w_hi], line[w_lo * sw + offset : (w_hi - 1) * sw + offset + 1 : sw])
-        for ow in range(out_w):
+        for ow in range(out_w):  # branch-free, so that it vectorises too
             w0 = ow * sw - pw
             w1 = min(w0 + kw, width + pw)
             iw0 = max(w0, 0)
             iw1 = min(w1, width)
-            if ih0 >= ih1 or iw0 >= iw1:
-                row[ow] = 0.0
-                continue
             divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
-            row[ow] = row[ow] / divisor
+            empty = ih0 >= ih1 or iw0 >= iw1
+            row[ow] = 0.0 if empty else row[ow] / (divisor if divisor != 0 else 1)
