@@ -601,8 +601,7 @@ def cross_entropy(
             raise TypeError(f"cross_entropy: a target of input's shape holds class probabilities and must be floating, got {t.dtype}")
         if ignore_index >= 0:
             raise ValueError("cross_entropy: ignore_index is not supported for class-probability targets")
-        dtype = np.result_type(x.dtype, t.dtype)
-        as_array(t.astype(dtype, copy=False), "target")  # float16 and friends are refused here
+        dtype = np.result_type(x.dtype, t.dtype)  # float32 or float64: x is one of them
         losses = np.empty((batch, length))
         if losses.size:
             kernels._cross_entropy_prob(
@@ -709,6 +708,9 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     total = kernels._squared_error_sum(xf, yf, wf, w is not None) if xf.size else 0.0
     if reduction == "sum":
         return wrap(_scalar(total, dtype), input)
-    denominator = kernels._sum(contiguous(w).reshape(-1)) if w is not None and w.size else float(w.size if w is not None else xf.size)
+    if w is None:
+        denominator = float(xf.size)
+    else:  # torch divides by sum(weight), over weight's own (input's) shape
+        denominator = kernels._sum(contiguous(w).reshape(-1)) if w.size else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):  # an empty input gives nan, as in torch
         return wrap(_scalar(np.float64(total) / denominator, dtype), input)

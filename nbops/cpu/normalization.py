@@ -74,13 +74,13 @@ def _stats_by_channel_block(x, mean, var):
 
 @njit(cache=True)
 def _combine(partial, count, out):
-    """out(j) = 1/count * sum_g partial(g, j), summed over the groups g in order."""
-    groups, channels = partial.shape
+    """out(j) = 1/count * sum_i partial(i, j), summed over the samples i in order."""
+    batch, channels = partial.shape
     for j in range(channels):
         out[j] = 0.0
-    for g in range(groups):
+    for i in range(batch):
         for j in range(channels):
-            out[j] += partial[g, j]
+            out[j] += partial[i, j]
     for j in range(channels):
         out[j] /= count
 
