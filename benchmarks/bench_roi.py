@@ -3,21 +3,13 @@ from conftest import nbytes, randn
 from torchvision.ops import roi_pool
 
 import nbops
+from nbops.bench import detection_rois
 
 
 def test_roi_pool(compare):
     # a Faster R-CNN head: stride-16 features of two ~800x1088 images, 512 proposals per batch
     feat = randn(2, 256, 50, 68)
-    g = torch.Generator().manual_seed(1)
-    corners = torch.rand(512, 4, generator=g) * torch.tensor([1088.0, 800.0, 1088.0, 800.0])
-    rois = torch.cat(
-        [
-            torch.randint(0, 2, (512, 1), generator=g).float(),
-            torch.minimum(corners[:, :2], corners[:, 2:]),
-            torch.maximum(corners[:, :2], corners[:, 2:]),
-        ],
-        dim=1,
-    )
+    rois = detection_rois(512, 2, 800.0, 1088.0, torch.Generator().manual_seed(1))
     out = roi_pool(feat, rois, 7, 1 / 16)
     case = "2x256x50x68 512 boxes 7x7 scale 1/16"
     compare(

@@ -55,6 +55,7 @@ def _cases(torch, scale: float):
     from torchvision.ops import roi_pool as tv_roi_pool
 
     import nbops
+    from nbops.bench import detection_rois
 
     g = torch.Generator().manual_seed(0)
 
@@ -68,15 +69,7 @@ def _cases(torch, scale: float):
     up_in = randn(n, 128, 28, 28)
     up_w = randn(128, 64, 2, 2) * 0.05
     feat = randn(2, 256, 50, 68)
-    boxes_xy = torch.rand(512, 4, generator=g) * torch.tensor([1000.0, 700.0, 1000.0, 700.0])
-    rois = torch.cat(
-        [
-            torch.randint(0, 2, (512, 1), generator=g).float(),
-            torch.minimum(boxes_xy[:, :2], boxes_xy[:, 2:]),
-            torch.maximum(boxes_xy[:, :2], boxes_xy[:, 2:]),
-        ],
-        dim=1,
-    )
+    rois = detection_rois(512, 2, 800.0, 1088.0, g)  # the feature map is 1/16 of an 800x1088 image
     bn_in = randn(n * 2, 256, 28, 28)
     rm, rv = torch.zeros(256), torch.ones(256)
     logits = randn(256, 1000)

@@ -24,6 +24,24 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 
+def detection_rois(count: int, batch: int, image_height: float, image_width: float, generator):
+    """Random proposal boxes as a torch Tensor[K, 5] (batch index, x1, y1, x2, y2), like a detector's
+    RoI head sees: corners uniform over the image, x1 <= x2 and y1 <= y2. Used by the benchmarks and by
+    `python -m nbops`."""
+    import torch
+
+    size = torch.tensor([image_width, image_height, image_width, image_height])
+    corners = torch.rand(count, 4, generator=generator) * size
+    return torch.cat(
+        [
+            torch.randint(0, batch, (count, 1), generator=generator).float(),
+            torch.minimum(corners[:, :2], corners[:, 2:]),
+            torch.maximum(corners[:, :2], corners[:, 2:]),
+        ],
+        dim=1,
+    )
+
+
 def measure_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """GB/s of a large NumPy copy (bytes read + bytes written), best of `repeats`."""
     src = np.ones(megabytes * 2**20 // 8)
