@@ -26,28 +26,35 @@ def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
         if not array.dtype.isnative:  # big-endian data: the kernels read native byte order
             array = array.astype(array.dtype.newbyteorder("="))
     elif is_tensor(obj):
-        # (the cheap attribute tests first: this runs on every argument of every call)
-        if not obj.is_cpu:
-            raise RuntimeError(
-                f"{name} is on device '{obj.device}', but the nbops cpu backend takes CPU tensors "
-                "(move it with .cpu())"
-            )
-        if obj.layout != sys.modules["torch"].strided:
-            raise TypeError(f"{name} must be a dense (strided) tensor, got layout {obj.layout}")
-        tensor = obj.detach() if obj.requires_grad else obj
-        if tensor.is_conj() or tensor.is_neg():
-            tensor = tensor.resolve_conj().resolve_neg()
-        try:
-            array = tensor.numpy()
-        except TypeError as exc:  # bfloat16 and friends have no NumPy twin
-            if floating:
-                raise TypeError(f"{name} must be {_FLOAT_NAMES}, got {obj.dtype}") from exc
-            raise TypeError(f"{name} has dtype {obj.dtype}, which nbops cannot read") from exc
+        try:  # the usual case, a dense CPU tensor without grad: one call, a view (this runs on every argument)
+            array = obj.numpy()
+        except (TypeError, RuntimeError):  # torch refuses: find out why, and say it in nbops' words
+            array = _tensor_as_array(obj, name, floating)
     else:
         raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(obj).__name__}")
     if floating:
         check_float(array, name)
     return array
+
+
+def _tensor_as_array(obj, name: str, floating: bool) -> np.ndarray:
+    """A NumPy view of a tensor that Tensor.numpy() refused: on another device, not strided, requiring
+    grad, with a conjugate or negative bit, or of a dtype without a NumPy twin."""
+    if not obj.is_cpu:
+        raise RuntimeError(
+            f"{name} is on device '{obj.device}', but the nbops cpu backend takes CPU tensors (move it with .cpu())"
+        )
+    if obj.layout != sys.modules["torch"].strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {obj.layout}")
+    tensor = obj.detach() if obj.requires_grad else obj
+    if tensor.is_conj() or tensor.is_neg():
+        tensor = tensor.resolve_conj().resolve_neg()
+    try:
+        return tensor.numpy()
+    except TypeError as exc:  # bfloat16 and friends have no NumPy twin
+        if floating:
+            raise TypeError(f"{name} must be {_FLOAT_NAMES}, got {obj.dtype}") from exc
+        raise TypeError(f"{name} has dtype {obj.dtype}, which nbops cannot read") from exc
 
 
 def check_float(array: np.ndarray, name: str) -> None:

@@ -30,13 +30,20 @@ __all__ = [
 ]
 
 
+_KERNEL_MODULES: dict = {}
+
+
 def _kernels(family: str):
-    """The kernel module of the active backend for one operator family (cpu/conv.py, cuda/conv.py, ...)."""
+    """The kernel module of the active backend for one operator family (cpu/conv.py, cuda/conv.py, ...),
+    imported on first use (importing one compiles nothing: kernels compile on their first call)."""
     backend = _config.BACKEND
     if backend == "cpu":
-        import importlib
+        module = _KERNEL_MODULES.get(family)
+        if module is None:
+            import importlib
 
-        return importlib.import_module(f"nbops.cpu.{family}")
+            module = _KERNEL_MODULES[family] = importlib.import_module(f"nbops.cpu.{family}")
+        return module
     if backend == "cuda":
         raise RuntimeError("NBOPS_BACKEND=cuda: the CUDA backend is not available in this version of nbops")
     raise ValueError(f"NBOPS_BACKEND must be 'cpu' or 'cuda', got {backend!r}")
@@ -541,6 +548,8 @@ def _class_rows(array: np.ndarray, batch: int, classes: int, length: int) -> np.
     Free for (N, C) and (C,) inputs; spatial inputs get one transposing copy, so that the kernels always
     read contiguous rows.
     """
+    if length == 1:
+        return contiguous(array).reshape(batch, classes)
     rows = contiguous(array).reshape(batch, classes, length)
     return contiguous(np.swapaxes(rows, 1, 2)).reshape(batch * length, classes)
 
@@ -594,7 +603,6 @@ def cross_entropy(
     length = math.prod(spatial)
     out_shape = () if x.ndim == 1 else (batch,) + spatial
     kernels = _kernels("loss")
-    weights64 = np.ones(classes) if w is None else w.astype(np.float64)
 
     if t.shape == x.shape:  # class probabilities
         if t.dtype.kind != "f":
@@ -607,7 +615,7 @@ def cross_entropy(
             kernels._cross_entropy_prob(
                 _class_rows(x.astype(dtype, copy=False), batch, classes, length),
                 _class_rows(t.astype(dtype, copy=False), batch, classes, length),
-                weights64,
+                np.ones(classes) if w is None else w.astype(np.float64),
                 smoothing,
                 losses.reshape(-1),
             )
@@ -628,31 +636,38 @@ def cross_entropy(
                 f"({t.shape[0] if t.ndim else 'none: 0-d target'})"
             )
         raise ValueError(f"cross_entropy: target must have shape {out_shape} for input of shape {tuple(x.shape)}, got {tuple(t.shape)}")
-    t2 = t.astype(np.int64).reshape(batch, length)
-    in_range = t2.size == 0 or (t2.min() >= 0 and t2.max() < classes)  # the usual case, checked cheaply
-    invalid = None if in_range else (t2 != ignore_index) & ((t2 < 0) | (t2 >= classes))
-    if invalid is not None and invalid.any():
-        raise IndexError(f"cross_entropy: target {int(t2[invalid][0])} is out of bounds for {classes} classes")
+    t2 = t.astype(np.int64, copy=False).reshape(-1)
     losses = np.empty((batch, length))
-    target_weight = np.empty((batch, length))
+    target_weight = np.empty(losses.size)
+    first_bad, total, denominator = batch * length, 0.0, 0.0
     if losses.size:
-        kernels._cross_entropy_class(
+        first_bad, total, denominator = kernels._cross_entropy_class(
             _class_rows(x, batch, classes, length),
-            t2.reshape(-1),
-            weights64,
+            t2,
+            _NO_WEIGHT if w is None else w.astype(np.float64),
             ignore_index,
             smoothing,
             losses.reshape(-1),
-            target_weight.reshape(-1),
+            target_weight,
         )
+    if first_bad < losses.size:
+        raise IndexError(f"cross_entropy: target {int(t2[first_bad])} is out of bounds for {classes} classes")
     if reduction == "none":
         return wrap(losses.astype(x.dtype).reshape(out_shape), input)
-    total = kernels._sum(losses.reshape(-1)) if losses.size else 0.0
     if reduction == "mean":
-        denominator = kernels._sum(target_weight.reshape(-1)) if losses.size else 0.0
-        with np.errstate(divide="ignore", invalid="ignore"):  # every target ignored: 0/0 = nan, as in torch
-            total = np.float64(total) / denominator
+        total = _divide(total, denominator)  # every target ignored: 0/0 = nan, as in torch
     return wrap(_scalar(total, x.dtype), input)
+
+
+_NO_WEIGHT = np.empty(0)  # the kernels read an empty weight as "no weight" (every w(c) = 1)
+
+
+def _divide(numerator: float, denominator: float) -> float:
+    """numerator / denominator with IEEE rules (x/0 = +-inf, 0/0 = nan) rather than ZeroDivisionError."""
+    if denominator != 0:
+        return numerator / denominator
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(numerator) / np.float64(denominator))
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
@@ -712,5 +727,4 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         denominator = float(xf.size)
     else:  # torch divides by sum(weight), over weight's own (input's) shape
         denominator = kernels._sum(contiguous(w).reshape(-1)) if w.size else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):  # an empty input gives nan, as in torch
-        return wrap(_scalar(np.float64(total) / denominator, dtype), input)
+    return wrap(_scalar(_divide(total, denominator), dtype), input)  # an empty input gives nan, as in torch

@@ -70,6 +70,20 @@ def test_cross_entropy_stable_for_huge_and_infinite_logits():
     assert_same(nbops.cross_entropy(inf, t, reduction="none"), F.cross_entropy(inf, t, reduction="none"))
 
 
+def test_cross_entropy_nan_and_inf_anywhere_in_long_rows():
+    # the row max runs in vector lanes: a NaN or inf in any lane, or in the remainder, must reach the loss
+    x = randn((8, 1003))
+    for row, col in enumerate((0, 7, 8, 500, 1002)):
+        x[row, col] = float("nan")
+    x[5, 333] = float("inf")
+    x[6, ::3] = -float("inf")  # finite max: -inf logits just have probability 0
+    x[7, 1001] = -float("inf")
+    t = torch.tensor([1, 2, 3, 4, 5, 1, 4, 6])
+    for smoothing in (0.0, 0.1):
+        kw = dict(reduction="none", label_smoothing=smoothing)
+        assert_same(nbops.cross_entropy(x, t, **kw), F.cross_entropy(x, t, **kw))
+
+
 def test_cross_entropy_edge_rules_like_torch():
     x = randn((4, 5))
     all_ignored = torch.full((4,), -100)

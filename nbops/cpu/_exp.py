@@ -2,25 +2,14 @@
 
 exp(x) = 2^n * exp(r) with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2]; exp(r) is Cephes'
 degree-7 polynomial (about 1 ulp in float32) and 2^n is built from its IEEE-754 bits. Valid for
-x in [-87, 88]: callers clamp, and handle NaN and the limits themselves.
+x in [-87, 88.38]; `fast_exp` clamps.
 """
 
 import numpy as np
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-
-@intrinsic
-def _int32_bits_as_float32(typingctx, bits):
-    """Reinterpret an int32's bits as a float32 (an LLVM bitcast: free, and vectorisable)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = context.cast(builder, args[0], signature.args[0], types.int32)
-        return builder.bitcast(value, context.get_value_type(types.float32))
-
-    return types.float32(bits), codegen
+from ._intrinsics import int32_bits_as_float32
 
 
 @njit(cache=True, inline="always")
@@ -36,11 +25,19 @@ def exp_f32(x):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
-    return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+    return p * int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
 def fast_exp(x):
-    """exp(x) for any float: the vectorisable polynomial for float32, np.exp for float64 (in kernels)."""
+    """exp(x) in kernels: np.exp for float64; for float32 the vectorisable polynomial on x clamped to
+    [-87, 88.5], with no branch or blend per element:
+    - x <= -87 gives exp(-87) = 1.6e-38 rather than exp(x) (which is below the smallest normal float32,
+      1.2e-38; callers that need 0 there, or a sum that must not see it, take care);
+    - x >= 88.4 gives inf (2^128 built from exponent bits is inf's bit pattern), as exp overflows there
+      (to within the last 0.3 below float32's limit, 88.72, where exp(x) is finite but within a factor
+      1.4 of the largest float32);
+    - NaN stays NaN (the clamps keep it: a comparison with NaN is false).
+    """
     return np.exp(x)
 
 
@@ -50,12 +47,9 @@ def _fast_exp_overload(x):
 
         def exp32(x):
             low = np.float32(-87.0)
-            high = np.float32(88.0)
-            inside = x > low and x < high  # False for NaN too
-            y = exp_f32(x if inside else np.float32(0.0))
-            if not inside:
-                y = np.float32(0.0) if x <= low else (np.float32(np.inf) if x >= high else x)  # x: NaN
-            return y
+            high = np.float32(88.5)
+            x = low if x < low else x
+            return exp_f32(high if x > high else x)
 
         return exp32
     return lambda x: np.exp(x)

@@ -9,13 +9,11 @@ from ._exp import fast_exp
 def _sigmoid(x, out, one):
     """out_i = 1 / (1 + exp(-input_i))
 
-    With e = exp(-|input_i|) in (0, 1]: out_i = 1 / (1 + e) for input_i >= 0 and e / (1 + e) otherwise,
-    so exp never overflows: the limits are exactly 0 and 1 and NaN stays NaN. `one` is 1 in the input's
-    dtype, which keeps float32 arithmetic in float32 (as torch does) and picks the vectorisable float32
-    exp, whose polynomial `contract` turns into fused multiply-adds (no effect on NaN or inf).
+    Computed just so, as torch does: exp(-input_i) overflows to inf for input_i below about -88.4, and
+    1 / inf = 0; it is at most 1.6e-38 for input_i above 87, and 1 / (1 + 1.6e-38) = 1; NaN stays NaN.
+    `one` is 1 in the input's dtype, which keeps float32 arithmetic in float32 (as torch does) and picks
+    the vectorisable float32 exp, whose polynomial `contract` turns into fused multiply-adds (no effect
+    on NaN or inf).
     """
     for i in prange(x.size):
-        v = x[i]
-        e = fast_exp(-abs(v))
-        s = one / (one + e)
-        out[i] = s if v >= 0 else e * s
+        out[i] = one / (one + fast_exp(-x[i]))

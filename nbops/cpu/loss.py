@@ -4,34 +4,15 @@ import numpy as np
 from numba import njit, prange
 
 from ._exp import fast_exp
+from ._intrinsics import maximum
 
 
 @njit(cache=True, inline="always")
 def _row_max(row):
-    """max_c row(c) (NaNs are skipped here; they make the caller's sum NaN anyway).
-
-    Eight running maxima instead of one: a single one is a chain of dependent compares, one per
-    element; eight independent ones let the compiler run them in one vector register.
-    """
-    n = row.size
-    if n < 8:
-        top = row[0]
-        for c in range(1, n):
-            top = row[c] if row[c] > top else top
-        return top
-    lanes = np.empty(8, dtype=row.dtype)
-    for k in range(8):
-        lanes[k] = row[k]
-    full = n - n % 8
-    for c in range(8, full, 8):
-        for k in range(8):
-            v = row[c + k]
-            lanes[k] = v if v > lanes[k] else lanes[k]
-    top = lanes[0]
-    for k in range(1, 8):
-        top = lanes[k] if lanes[k] > top else top
-    for c in range(full, n):
-        top = row[c] if row[c] > top else top
+    """max_c row(c), NaN if any row(c) is NaN (llvm.maximum: a reduction that vectorises)."""
+    top = row[0]
+    for c in range(1, row.size):
+        top = maximum(top, row[c])
     return top
 
 
@@ -40,10 +21,14 @@ def _log_sum_exp(row):
     """log(sum_c exp(row(c))), stable: the max is taken out before exponentiating.
 
     Computed in the row's dtype (torch's float32 log_softmax is float32 too), so float32 uses the
-    vectorisable exp. An infinite max makes row - top NaN somewhere, and the loss NaN, as in torch.
+    vectorisable exp. A NaN or infinite max makes the result NaN, as in torch (where row - max is NaN
+    for some c); otherwise every row(c) - max is <= 0 and not NaN (fast_exp's exp(-87) = 1.6e-38 for
+    anything less cannot change a sum that holds exp(0) = 1).
     """
     top = _row_max(row)
-    total = top - top  # zero in the row's dtype (NaN if top is infinite or NaN)
+    if not np.isfinite(top):
+        return top - top  # NaN in the row's dtype
+    total = top - top  # zero in the row's dtype
     for c in range(row.size):
         total += fast_exp(row[c] - top)
     return top + np.log(total)
@@ -55,33 +40,71 @@ def _cross_entropy_class(x, target, weight, ignore_index, label_smoothing, loss,
     with t = target(p) != ignore_index:
 
         log p_c   = x(p, c) - log(sum_c' exp(x(p, c')))
-        nll       = -weight(t) * log p_t
-        smooth    = -sum_c weight(c) * log p_c                     (only computed when eps > 0)
+        nll       = -w(t) * log p_t
+        smooth    = -sum_c w(c) * log p_c                          (only computed when eps > 0)
         loss(p)   = (1 - eps) * nll + eps / C * smooth              (eps = label_smoothing)
-        target_weight(p) = weight(t)                                (the denominator of the weighted mean)
+        target_weight(p) = w(t)                                     (the denominator of the weighted mean)
 
-    and both are 0 where t == ignore_index. Targets are checked to be in range by the caller. torch
-    divides its nll and smoothing sums by the same denominator, so the mean is sum(loss) / sum(target_weight).
+    with w = weight, or 1 when weight is empty; both are 0 where t == ignore_index. torch divides its
+    nll and smoothing sums by the same denominator, so the mean is sum(loss) / sum(target_weight).
+
+    Returns (the first position whose target is neither in [0, C) nor ignore_index, or P if none;
+    sum_p loss(p); sum_p target_weight(p)), the sums in float64 over fixed blocks of positions, so
+    that they do not depend on the thread count. Done here rather than in separate passes because at
+    ImageNet sizes (256 x 1000) each extra pass or call costs about as much as a tenth of the work.
     `reassoc` lets the sums over classes run in vector lanes (a different order of the same terms),
     `contract` lets a * b + c become one fused multiply-add; neither changes how NaN and inf behave.
     """
-    for p in prange(x.shape[0]):
-        t = target[p]
-        if t == ignore_index:
-            loss[p] = 0.0
-            target_weight[p] = 0.0
-            continue
-        row = x[p]
-        lse = _log_sum_exp(row)
-        nll = -weight[t] * (row[t] - lse)
-        target_weight[p] = weight[t]
-        if label_smoothing > 0:
-            total = 0.0
-            for c in range(row.size):
-                total += weight[c] * (row[c] - lse)
-            loss[p] = (1.0 - label_smoothing) * nll - label_smoothing / row.size * total
-        else:
+    positions, classes = x.shape
+    weighted = weight.size > 0
+    rows = max(1, 4096 // max(classes, 1))  # positions per block: about 4096 logits
+    blocks = (positions + rows - 1) // rows
+    # np.empty, not np.zeros or np.full: under parallel=True those become parallel loops of their own,
+    # each costing a thread launch (several microseconds)
+    loss_sums = np.empty(blocks)
+    weight_sums = np.empty(blocks)
+    first_bad = np.empty(blocks, dtype=np.int64)
+    for b in prange(blocks):
+        loss_sum = 0.0
+        weight_sum = 0.0
+        first_bad[b] = positions
+        for p in range(b * rows, min(positions, (b + 1) * rows)):
+            t = target[p]
+            if t == ignore_index or t < 0 or t >= classes:
+                if t != ignore_index and first_bad[b] == positions:
+                    first_bad[b] = p
+                loss[p] = 0.0
+                target_weight[p] = 0.0
+                continue
+            row = x[p]
+            lse = _log_sum_exp(row)
+            w = weight[t] if weighted else 1.0
+            nll = -w * (row[t] - lse)
+            if label_smoothing > 0:
+                total = 0.0
+                if weighted:
+                    for c in range(classes):
+                        total += weight[c] * (row[c] - lse)
+                else:  # sum_c (x(p, c) - lse), summed in the row's dtype, like torch's float32 sum
+                    row_sum = lse - lse
+                    for c in range(classes):
+                        row_sum += row[c]
+                    total = row_sum - classes * lse
+                nll = (1.0 - label_smoothing) * nll - label_smoothing / classes * total
             loss[p] = nll
+            target_weight[p] = w
+            loss_sum += nll
+            weight_sum += w
+        loss_sums[b] = loss_sum
+        weight_sums[b] = weight_sum
+    loss_total = 0.0
+    weight_total = 0.0
+    bad = positions
+    for b in range(blocks):
+        loss_total += loss_sums[b]
+        weight_total += weight_sums[b]
+        bad = min(bad, first_bad[b])
+    return bad, loss_total, weight_total
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
@@ -117,7 +140,7 @@ def _block_sum(values, b, block):
 def _sum_parallel(values):
     block = 4096
     blocks = (values.size + block - 1) // block
-    partial = np.zeros(blocks)
+    partial = np.empty(blocks)  # (np.zeros would be a parallel loop of its own)
     for b in prange(blocks):
         partial[b] = _block_sum(values, b, block)
     total = 0.0
@@ -154,7 +177,7 @@ def _squared_error_sum(x, y, weight, weighted):
     """sum_n w_n (x_n - y_n)^2 in float64 (w_n = 1 when not weighted), blocked like _sum."""
     block = 4096
     blocks = (x.size + block - 1) // block
-    partial = np.zeros(blocks)
+    partial = np.empty(blocks)  # (np.zeros would be a parallel loop of its own)
     for b in prange(blocks):
         total = 0.0
         for n in range(b * block, min(x.size, (b + 1) * block)):
