@@ -517,21 +517,23 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return wrap(out, input)
     kernels = _kernels("normalization")
     x3 = contiguous(x).reshape(batch, channels, length)
+    out3 = out.reshape(batch, channels, length)
+    none = np.empty(0, dtype=x.dtype)  # the kernels read an empty vector as "not given"
+    gamma = none if weight is None else contiguous(vectors["weight"])
+    beta = none if bias is None else contiguous(vectors["bias"])
     if training:
-        mean = np.empty(channels)
-        var = np.empty(channels)
-        kernels._batch_stats(x3, mean, var)
-        if vectors["running_mean"] is not None:
-            count = batch * length
-            rm, rv = vectors["running_mean"], vectors["running_var"]
-            rm[...] = (1.0 - momentum) * rm.astype(np.float64) + momentum * mean
-            rv[...] = (1.0 - momentum) * rv.astype(np.float64) + momentum * var * (count / (count - 1))
+        rm, rv = vectors["running_mean"], vectors["running_var"]
+        # the kernel updates contiguous running statistics in place; strided views go through a copy
+        rm_c = none if rm is None else contiguous(rm)
+        rv_c = none if rv is None else contiguous(rv)
+        kernels._batch_norm_train(x3, rm_c, rv_c, gamma, beta, momentum, eps, out3)
+        for given, updated in ((rm, rm_c), (rv, rv_c)):
+            if given is not None and updated is not given:
+                given[...] = updated
     else:
-        mean = vectors["running_mean"].astype(np.float64)
-        var = vectors["running_var"].astype(np.float64)
-    gamma = np.ones(channels) if weight is None else vectors["weight"].astype(np.float64)
-    beta = np.zeros(channels) if bias is None else vectors["bias"].astype(np.float64)
-    kernels._batch_norm_apply(x3, mean, var, gamma, beta, eps, out.reshape(batch, channels, length))
+        mean = contiguous(vectors["running_mean"])
+        var = contiguous(vectors["running_var"])
+        kernels._batch_norm_apply(x3, mean, var, gamma, beta, eps, out3)
     return wrap(out, input)
 
 

@@ -1,8 +1,9 @@
 """Batch normalisation over (N, C, L) arrays (L = product of the spatial sizes, 1 for (N, C) input).
 
 Work is split two ways, by the shape: with long rows (L >= ROW) a task is one (i, j) row; with short
-rows (an (N, C) input, 7x7 maps) a task is a block of channels over all samples (statistics) or a block
-of samples over all channels (normalising), so that no task is a handful of elements.
+rows (an (N, C) input, 7x7 maps) a task is a block of channels over all samples (training: statistics
+and normalising in one pass over memory) or a block of samples over all channels (evaluation), so that
+no task is a handful of elements.
 """
 
 import numpy as np
@@ -10,7 +11,8 @@ from numba import njit, prange
 
 ROW = 256  # rows at least this long are worth a task each
 BLOCK = 16  # samples per task when rows are short (normalising)
-SPAN = 128  # flat positions per task when rows are short (statistics)
+SPAN = 512  # flat positions per task when rows are short (statistics)
+GROUP = 16  # samples summed in the input's dtype before a float64 accumulation (statistics, short rows)
 
 
 @njit(parallel=True, cache=True)
@@ -30,46 +32,82 @@ def _partial_sums(x, centre, squares):
     return partial
 
 
-@njit(parallel=True, cache=True)
-def _stats_by_channel_block(x, mean, var):
-    """mean and var of each channel for short rows: a task per block of channels, over all samples.
+@njit(cache=True, inline="always")
+def _column_sums(flat, e0, e1, centre, squares, total, group):
+    """total(e) = sum_i (flat(i, e0 + e) - centre(e))^p, p = 2 if squares else 1, for e < e1 - e0.
 
-    A block's values (all N samples of about SPAN flat positions) are read once for the mean and again,
-    from cache, for the variance; per-position float64 sums run across samples in vector lanes.
+    Samples are summed GROUP at a time in the input's dtype (8 float32 lanes per vector instead of 4
+    float64 ones), and each group's sums are added to the float64 totals.
+    """
+    batch = flat.shape[0]
+    width = e1 - e0
+    for e in range(width):
+        total[e] = 0.0
+    for g0 in range(0, batch, GROUP):
+        for e in range(width):
+            group[e] = 0.0
+        for i in range(g0, min(batch, g0 + GROUP)):
+            src = flat[i, e0:e1]
+            if squares:
+                for e in range(width):
+                    d = src[e] - centre[e]
+                    group[e] += d * d
+            else:
+                for e in range(width):
+                    group[e] += src[e]
+        for e in range(width):
+            total[e] += group[e]
+
+
+@njit(parallel=True, cache=True)
+def _train_by_channel_block(x, weight, bias, eps, mean, var, out):
+    """Training with short rows: a task per block of channels, over all samples, computes
+
+        mean(C_j) = 1/(N*L) sum_{i,l} x(i, j, l),   var(C_j) = 1/(N*L) sum_{i,l} (x(i, j, l) - mean(C_j))^2
+
+    and then normalises its channels as _batch_norm_apply does. A block's values (all N samples of
+    about SPAN flat positions) are read from memory once and twice more from cache: for the variance
+    (centred on the mean, in the input's dtype) and for the output; per-position sums run across
+    samples in vector lanes (_column_sums).
     """
     batch, channels, length = x.shape
     flat = x.reshape((batch, channels * length))
+    flat_out = out.reshape((batch, channels * length))
     per_block = max(1, SPAN // length)
     count = batch * length
     for b in prange((channels + per_block - 1) // per_block):
         j0 = b * per_block
         j1 = min(channels, j0 + per_block)
         e0, e1 = j0 * length, j1 * length
-        acc = np.zeros(e1 - e0)
-        for i in range(batch):
-            src = flat[i, e0:e1]
-            for e in range(acc.size):
-                acc[e] += src[e]
-        centre = np.empty(e1 - e0)
+        total = np.empty(e1 - e0)
+        group = np.empty(e1 - e0, dtype=x.dtype)
+        centre = np.empty(e1 - e0, dtype=x.dtype)
+        _column_sums(flat, e0, e1, centre, False, total, group)
         for j in range(j0, j1):
-            total = 0.0
+            channel_total = 0.0
             for l in range(length):
-                total += acc[(j - j0) * length + l]
-            mean[j] = total / count
+                channel_total += total[(j - j0) * length + l]
+            mean[j] = channel_total / count
             for l in range(length):
                 centre[(j - j0) * length + l] = mean[j]
+        _column_sums(flat, e0, e1, centre, True, total, group)
+        scale = group  # (reused: per position, in the input's dtype)
+        shift = centre
+        for j in range(j0, j1):
+            channel_total = 0.0
             for l in range(length):
-                acc[(j - j0) * length + l] = 0.0
+                channel_total += total[(j - j0) * length + l]
+            var[j] = channel_total / count
+            s = (np.float64(weight[j]) if weight.size else 1.0) / np.sqrt(var[j] + eps)
+            t = (np.float64(bias[j]) if bias.size else 0.0) - mean[j] * s
+            for l in range(length):
+                scale[(j - j0) * length + l] = s
+                shift[(j - j0) * length + l] = t
         for i in range(batch):
             src = flat[i, e0:e1]
-            for e in range(acc.size):
-                d = src[e] - centre[e]
-                acc[e] += d * d
-        for j in range(j0, j1):
-            total = 0.0
-            for l in range(length):
-                total += acc[(j - j0) * length + l]
-            var[j] = total / count
+            dst = flat_out[i, e0:e1]
+            for e in range(e1 - e0):
+                dst[e] = src[e] * scale[e] + shift[e]
 
 
 @njit(cache=True)
@@ -86,34 +124,48 @@ def _combine(partial, count, out):
 
 
 @njit(cache=True)
-def _batch_stats(x, mean, var):
-    """mean(C_j) = 1/(N*L) sum_{i,l} input(i, j, l);   var(C_j) = 1/(N*L) sum_{i,l} (input(i, j, l) - mean(C_j))^2
+def _batch_norm_train(x, running_mean, running_var, weight, bias, momentum, eps, out):
+    """Training: normalise with the batch statistics (biased variance), and update the running
+    statistics in place when given (non-empty) as torch does, with the unbiased variance (n = N * L):
 
-    Two passes, accumulated in float64 (torch accumulates float32 statistics in double too): partial
-    sums in parallel, then each channel's partial sums combined in order.
+        running_mean(j) = (1 - momentum) * running_mean(j) + momentum * mean(C_j)
+        running_var(j)  = (1 - momentum) * running_var(j)  + momentum * var(C_j) * n / (n - 1)
+
+    Statistics accumulate in float64 (torch accumulates float32 statistics in double too). Long rows:
+    partial sums per (i, j) row in parallel, combined per channel in order, then _batch_norm_apply;
+    short rows: _train_by_channel_block. One call from Python either way.
     """
     batch, channels, length = x.shape
+    mean = np.empty(channels)
+    var = np.empty(channels)
     if length < ROW:
-        _stats_by_channel_block(x, mean, var)
-        return
-    _combine(_partial_sums(x, np.zeros(channels), False), batch * length, mean)
-    _combine(_partial_sums(x, mean, True), batch * length, var)
+        _train_by_channel_block(x, weight, bias, eps, mean, var, out)
+    else:
+        _combine(_partial_sums(x, np.zeros(channels), False), batch * length, mean)
+        _combine(_partial_sums(x, mean, True), batch * length, var)
+        _batch_norm_apply(x, mean, var, weight, bias, eps, out)
+    if running_mean.size:
+        n = batch * length
+        for j in range(channels):
+            running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j]
+            running_var[j] = (1.0 - momentum) * running_var[j] + momentum * var[j] * (n / (n - 1))
 
 
 @njit(parallel=True, cache=True)
 def _batch_norm_apply(x, mean, var, weight, bias, eps, out):
     """y(i, j, l) = (x(i, j, l) - mean(C_j)) / sqrt(var(C_j) + eps) * gamma(C_j) + beta(C_j)
 
-    folded per channel into y = x * scale(j) + shift(j), scale = gamma / sqrt(var + eps), shift = beta -
-    mean * scale (as torch does), computed in the input's dtype so the inner loop vectorises.
+    gamma = weight and beta = bias, or 1 and 0 where they are empty. Folded per channel into
+    y = x * scale(j) + shift(j), scale = gamma / sqrt(var + eps), shift = beta - mean * scale (as torch
+    does), computed in float64 and then held in the input's dtype so the inner loop vectorises.
     """
     batch, channels, length = x.shape
     scale = np.empty(channels, dtype=x.dtype)
     shift = np.empty(channels, dtype=x.dtype)
     for j in range(channels):
-        s = weight[j] / np.sqrt(var[j] + eps)
+        s = (np.float64(weight[j]) if weight.size else 1.0) / np.sqrt(np.float64(var[j]) + eps)
         scale[j] = s
-        shift[j] = bias[j] - mean[j] * s
+        shift[j] = (np.float64(bias[j]) if bias.size else 0.0) - np.float64(mean[j]) * s
     if length >= ROW:
         for task in prange(batch * channels):
             i = task // channels
