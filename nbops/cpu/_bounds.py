@@ -4,6 +4,7 @@ A tap at column offset `offset` maps output column o to input column o * stride 
 the range of o for which that input column exists, so the inner loops need no bounds test.
 """
 
+import numpy as np
 from numba import njit
 
 
@@ -21,3 +22,17 @@ def _end_valid(offset, stride, size, limit):
     if offset >= size:
         return 0
     return min(limit, (size - 1 - offset) // stride + 1)
+
+
+@njit(cache=True)
+def _tap_columns(taps, dilation, padding, stride, size, limit):
+    """For each tap n < taps (offset n * dilation - padding): the range [lo(n), hi(n)) of output columns
+    whose input column exists. Computed once per call, before the parallel loop: the two integer
+    divisions per tap cost more than a short row's additions when repeated for every row."""
+    lo = np.empty(taps, dtype=np.int64)
+    hi = np.empty(taps, dtype=np.int64)
+    for n in range(taps):
+        offset = n * dilation - padding
+        lo[n] = _first_valid(offset, stride)
+        hi[n] = _end_valid(offset, stride, size, limit)
+    return lo, hi

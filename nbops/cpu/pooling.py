@@ -3,7 +3,7 @@
 import numpy as np
 from numba import njit, prange
 
-from ._bounds import _end_valid, _first_valid
+from ._bounds import _tap_columns
 
 
 @njit(cache=True, inline="always")
@@ -24,16 +24,19 @@ def _max_into(dst, src, at, first, step, want_indices):
 
 @njit(cache=True, inline="always")
 def _max_into_stride2(dst, line, start, at, first, want_indices):
-    """_max_into with src(w) = line(start + 2 * w): a constant stride, which the compiler vectorises."""
+    """_max_into with src(w) = line(start + 2 * w): a constant stride, which the compiler vectorises
+    (indexing a slice that starts at `start` keeps every index provably non-negative: no wraparound
+    test per element)."""
+    src = line[start:]
     if want_indices:
         for w in range(dst.size):
-            v = line[start + 2 * w]
+            v = src[2 * w]
             if v > dst[w] or np.isnan(v):
                 dst[w] = v
                 at[w] = first + w * 2
     else:
         for w in range(dst.size):
-            v = line[start + 2 * w]
+            v = src[2 * w]
             dst[w] = v if (v > dst[w] or np.isnan(v)) else dst[w]
 
 
@@ -53,6 +56,7 @@ def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     """
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
+    col_lo, col_hi = _tap_columns(kw, dw, pw, sw, width, out_w)
     for task in prange(planes * out_h):
         p = task // out_h
         oh = task - p * out_h  # (one integer division per task, not two)
@@ -75,8 +79,8 @@ def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
             line = x[p, ih]
             for n in range(kw):
                 offset = n * dw - pw
-                w_lo = _first_valid(offset, sw)
-                w_hi = _end_valid(offset, sw, width, out_w)
+                w_lo = col_lo[n]
+                w_hi = col_hi[n]
                 if w_hi <= w_lo:
                     continue
                 base = ih * width + offset
@@ -97,26 +101,14 @@ ROW_WIDTH = 8  # output rows at least this wide are summed tap by tap, a vector 
 
 @njit(cache=True, inline="always")
 def _run_sum(values, p, start, stop):
-    """sum of values[p, start:stop] (stop > start), in four interleaved partial sums: a single running
-    sum waits for each addition to finish before the next; four can overlap. Same terms, another order:
-    NaN and inf propagate alike. Kept in the values' dtype, as torch's float32 sums are."""
-    if stop - start < 4:
-        total = values[p, start]
-        for i in range(start + 1, stop):
-            total += values[p, i]
-        return total
-    a0, a1, a2, a3 = values[p, start], values[p, start + 1], values[p, start + 2], values[p, start + 3]
-    i = start + 4
-    while i + 4 <= stop:
-        a0 += values[p, i]
-        a1 += values[p, i + 1]
-        a2 += values[p, i + 2]
-        a3 += values[p, i + 3]
-        i += 4
-    while i < stop:
-        a0 += values[p, i]
-        i += 1
-    return (a0 + a1) + (a2 + a3)
+    """sum of values[p, start:stop] (stop > start), in the values' dtype, as torch's float32 sums are.
+    The caller's `reassoc` lets the compiler keep several partial sums in vector lanes: the same terms
+    in another order (NaN and inf propagate alike)."""
+    run = values[p, start:stop]  # indices from 0 up: provably non-negative, so no wraparound test per
+    total = run[0]                # element (which would stop the loop from vectorising)
+    for i in range(1, run.size):
+        total += run[i]
+    return total
 
 
 @njit(cache=True, inline="always")
@@ -128,9 +120,10 @@ def _add_into(dst, src):
 @njit(cache=True, inline="always")
 def _add_into_stride2(dst, line, first):
     """dst(w) += line(first + 2 * w): a constant stride, which the compiler vectorises (a runtime one it
-    does not)."""
+    does not), indexing a slice from `first` so that no index can be negative (no wraparound test)."""
+    src = line[first:]
     for w in range(dst.size):
-        dst[w] += line[first + 2 * w]
+        dst[w] += src[2 * w]
 
 
 @njit(cache=True, inline="always")
@@ -143,7 +136,7 @@ def _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_over
     return (ih1 - ih0) * (iw1 - iw0)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")  # no zero-division checks: divisors are never 0
+@njit(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc"})  # no zero-division checks: divisors are never 0
 def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     """out(N_i, C_j, h, w) = 1/divisor * sum_{m=0..kH-1} sum_{n=0..kW-1}
                               input(N_i, C_j, stride[0] * h + m - padding[0], stride[1] * w + n - padding[1])
@@ -151,14 +144,47 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
     Padding adds zeros. divisor = divisor_override if it is non-zero; else the window's size clipped to
     the padded input (count_include_pad) or to the input itself; a window with no input element gives 0.
 
-    One task per output row. Wide rows: each tap adds its input columns to the whole row at once (in
+    Wide rows: one task per output row; each tap adds its input columns to the whole row at once (in
     torch's order of terms, in the input's dtype as torch does), a loop the compiler vectorises; then each
-    column is divided by its own divisor. Short rows (a global pool): each window summed directly, a row
-    of the window at a time (the whole window at once when it spans whole input rows).
+    column is divided by its own divisor. Short rows (a global pool): one task per plane; each window
+    summed directly, a row of the window at a time (the whole window at once when it spans whole input
+    rows), in vector lanes (`reassoc`).
     """
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
     flat = x.reshape((planes, height * width))
+    if out_w < ROW_WIDTH:
+        for p in prange(planes):
+            for oh in range(out_h):
+                h0 = oh * sh - ph
+                h1 = min(h0 + kh, height + ph)
+                ih0 = max(h0, 0)
+                ih1 = min(h1, height)
+                for ow in range(out_w):
+                    w0 = ow * sw - pw
+                    w1 = min(w0 + kw, width + pw)
+                    iw0 = max(w0, 0)
+                    iw1 = min(w1, width)
+                    if ih0 >= ih1 or iw0 >= iw1:
+                        out[p, oh, ow] = 0.0
+                        continue
+                    if iw0 == 0 and iw1 == width:  # whole input rows: one contiguous run
+                        total = _run_sum(flat, p, ih0 * width, ih1 * width)
+                    else:
+                        total = _run_sum(flat, p, ih0 * width + iw0, ih0 * width + iw1)
+                        for ih in range(ih0 + 1, ih1):
+                            total += _run_sum(flat, p, ih * width + iw0, ih * width + iw1)
+                    divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
+                    out[p, oh, ow] = total / divisor
+        return
+    col_lo, col_hi = _tap_columns(kw, 1, pw, sw, width, out_w)
+    # each column's share of the divisor, as a float in the input's dtype: (int64 -> float conversions
+    # do not vectorise on AVX2, so the divisor pass reads these instead of recomputing them per row)
+    col_count = np.empty(out_w, dtype=x.dtype)
+    for ow in range(out_w):
+        w0 = ow * sw - pw
+        w1 = min(w0 + kw, width + pw)
+        col_count[ow] = (w1 - w0) if count_include_pad else max(min(w1, width) - max(w0, 0), 0)
     for task in prange(planes * out_h):
         p = task // out_h
         oh = task - p * out_h  # (one integer division per task, not two)
@@ -166,24 +192,6 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
         h1 = min(h0 + kh, height + ph)
         ih0 = max(h0, 0)
         ih1 = min(h1, height)
-        if out_w < ROW_WIDTH:
-            for ow in range(out_w):
-                w0 = ow * sw - pw
-                w1 = min(w0 + kw, width + pw)
-                iw0 = max(w0, 0)
-                iw1 = min(w1, width)
-                if ih0 >= ih1 or iw0 >= iw1:
-                    out[p, oh, ow] = 0.0
-                    continue
-                if iw0 == 0 and iw1 == width:  # whole input rows: one contiguous run
-                    total = _run_sum(flat, p, ih0 * width, ih1 * width)
-                else:
-                    total = _run_sum(flat, p, ih0 * width + iw0, ih0 * width + iw1)
-                    for ih in range(ih0 + 1, ih1):
-                        total += _run_sum(flat, p, ih * width + iw0, ih * width + iw1)
-                divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
-                out[p, oh, ow] = total / divisor
-            continue
         row = out[p, oh]
         for ow in range(out_w):
             row[ow] = 0.0
@@ -191,8 +199,8 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
             line = x[p, ih]
             for n in range(kw):
                 offset = n - pw
-                w_lo = _first_valid(offset, sw)
-                w_hi = _end_valid(offset, sw, width, out_w)
+                w_lo = col_lo[n]
+                w_hi = col_hi[n]
                 if w_hi <= w_lo:
                     continue
                 if sw == 1:
@@ -201,11 +209,14 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
                     _add_into_stride2(row[w_lo:w_hi], line, w_lo * 2 + offset)
                 else:
                     _add_into(row[w_lo:w_hi], line[w_lo * sw + offset : (w_hi - 1) * sw + offset + 1 : sw])
-        for ow in range(out_w):  # branch-free, so that it vectorises too
-            w0 = ow * sw - pw
-            w1 = min(w0 + kw, width + pw)
-            iw0 = max(w0, 0)
-            iw1 = min(w1, width)
-            divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
-            empty = ih0 >= ih1 or iw0 >= iw1
-            row[ow] = 0.0 if empty else row[ow] / (divisor if divisor != 0 else 1)
+        # divide: by the override, or by the window's height share times its column's share. A window
+        # with no input element has a sum of 0 (nothing was added) and gives 0 whatever its divisor.
+        if divisor_override != 0:
+            for ow in range(out_w):
+                row[ow] = row[ow] / divisor_override
+        else:
+            rows = (h1 - h0) if count_include_pad else max(ih1 - ih0, 0)
+            row_count = x.dtype.type(rows)
+            for ow in range(out_w):  # branch-free, so that it vectorises
+                divisor = row_count * col_count[ow]
+                row[ow] = row[ow] / (divisor if divisor != 0 else 1)
