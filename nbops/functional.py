@@ -508,6 +508,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     eps = as_float(eps, "eps")
     if not eps >= 0:
         raise ValueError(f"batch_norm: eps must be non-negative, got {eps}")
+    if training and eps == 0:  # torch refuses it too (a constant channel would give 0/0)
+        raise ValueError("batch_norm: eps must be positive during training, got 0.0")
     batch = x.shape[0]
     length = math.prod(x.shape[2:])
     if training and batch * length == 1:

@@ -87,6 +87,24 @@ def test_batch_norm_empty_and_special_values():
     assert_same(nbops.batch_norm(x, rm, rv), F.batch_norm(x, rm, rv))
 
 
+def test_batch_norm_zero_variance_without_eps_gives_what_torch_gives():
+    # evaluation: 1 / sqrt(0 + 0) is inf (then NaN where it meets a zero), never a ZeroDivisionError;
+    # training: torch refuses eps = 0, and so does nbops
+    for shape in ((4, 3), (2, 3, 16, 17)):
+        x = torch.ones(shape)
+        x[:, 1] = torch.arange(float(shape[0])).reshape(-1, *[1] * (len(shape) - 2))
+        rm, rv = torch.zeros(3), torch.zeros(3)
+        assert_same(nbops.batch_norm(x, rm, rv, eps=0.0), F.batch_norm(x, rm, rv, eps=0.0))
+        with pytest.raises(ValueError, match="eps"):
+            F.batch_norm(x, rm.clone(), rv.clone(), training=True, eps=0.0)
+        with pytest.raises(ValueError, match="eps"):
+            nbops.batch_norm(x, rm, rv, training=True, eps=0.0)
+    # tiny eps and a constant channel in training: 0 * (1 / sqrt(eps)) = 0, as in torch
+    x = torch.ones(4, 3)
+    expected = F.batch_norm(x, torch.zeros(3), torch.ones(3), training=True, eps=1e-30)
+    assert_same(nbops.batch_norm(x, torch.zeros(3), torch.ones(3), training=True, eps=1e-30), expected)
+
+
 def test_batch_norm_bad_arguments():
     x = torch.zeros(4, 3, 5)
     rm, rv = torch.zeros(3), torch.ones(3)

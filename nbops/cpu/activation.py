@@ -5,7 +5,7 @@ from numba import njit, prange
 from ._exp import fast_exp
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
+@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def _sigmoid(x, out, one):
     """out_i = 1 / (1 + exp(-input_i))
 

@@ -1,5 +1,8 @@
 """Batch normalisation over (N, C, L) arrays (L = product of the spatial sizes, 1 for (N, C) input).
 
+Kernels that divide use error_model="numpy": a zero variance with eps = 0 gives inf and NaN as in
+torch, not ZeroDivisionError (and the divisions vectorise).
+
 Work is split two ways, by the shape: with long rows (L >= ROW) a task is one (i, j) row; with short
 rows (an (N, C) input, 7x7 maps) a task is a block of channels over all samples (training: statistics
 and normalising in one pass over memory) or a block of samples over all channels (evaluation), so that
@@ -59,7 +62,7 @@ def _column_sums(flat, e0, e1, centre, squares, total, group):
             total[e] += group[e]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _train_by_channel_block(x, weight, bias, eps, mean, var, out):
     """Training with short rows: a task per block of channels, over all samples, computes
 
@@ -123,7 +126,7 @@ def _combine(partial, count, out):
         out[j] /= count
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _batch_norm_train(x, running_mean, running_var, weight, bias, momentum, eps, out):
     """Training: normalise with the batch statistics (biased variance), and update the running
     statistics in place when given (non-empty) as torch does, with the unbiased variance (n = N * L):
@@ -151,7 +154,7 @@ def _batch_norm_train(x, running_mean, running_var, weight, bias, momentum, eps,
             running_var[j] = (1.0 - momentum) * running_var[j] + momentum * var[j] * (n / (n - 1))
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _batch_norm_apply(x, mean, var, weight, bias, eps, out):
     """y(i, j, l) = (x(i, j, l) - mean(C_j)) / sqrt(var(C_j) + eps) * gamma(C_j) + beta(C_j)
 
