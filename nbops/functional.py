@@ -276,10 +276,29 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     batch = x4.shape[0]
     out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
     if out.size:
-        _kernels("conv")._conv2d(
-            contiguous(x4), contiguous(w), contiguous(b), out, *strides, *before, *dilations, groups
-        )
+        _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups)
     return wrap(out[0] if unbatched else out, input)
+
+
+def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
+    """Run conv2d through the phase planes (see nbops/cpu/conv.py): lay out the input, list each tap's
+    offset in its group's planes, size the row blocks."""
+    kernels = _kernels("conv")
+    (sh, sw), (dh, dw) = strides, dilations
+    out_channels, group_in, kh, kw = w.shape
+    out_h = out.shape[2]
+    plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
+    plane = plane_h * plane_w
+    k, m, l = np.meshgrid(np.arange(group_in), np.arange(kh), np.arange(kw), indexing="ij")
+    offsets = (((k * sh + (m * dh) % sh) * sw + (l * dw) % sw) * plane + (m * dh // sh) * plane_w + l * dw // sw).reshape(-1)
+    group_size = group_in * sh * sw * plane
+    # the thrown-away columns of the last rows read up to one plane row past the last plane
+    need = (groups - 1) * group_size + out_h * plane_w + (int(offsets.max()) if offsets.size else 0)
+    slack = max(0, need - groups * group_size)
+    xs = kernels._phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack)
+    rows = max(1, -(-512 // plane_w))  # about 512 outputs per inner loop
+    taps = contiguous(w).reshape(out_channels, group_in * kh * kw)
+    kernels._conv2d_planes(xs, taps, offsets.astype(np.int64), group_size, groups, contiguous(b), out, plane_w, rows)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):

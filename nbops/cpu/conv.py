@@ -1,58 +1,9 @@
-"""2-D convolution and transposed convolution, one task per output row (n, c_out, h)."""
+"""2-D convolution (phase planes, below) and transposed convolution (one task per output row (n, c_out, h))."""
 
+import numpy as np
 from numba import njit, prange
 
 from ._bounds import _end_valid, _first_valid
-
-
-@njit(parallel=True, cache=True)
-def _conv2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
-    """out(N_i, C_out_j) = bias(C_out_j) + sum_{k=0}^{C_in/groups - 1} weight(C_out_j, k) * input(N_i, g * C_in/groups + k)
-
-    where * is the 2-D cross-correlation and g the group of C_out_j; written out per output pixel:
-    out(n, j, h, w) = bias(j) + sum_k sum_m sum_l weight(j, k, m, l)
-                                 * input(n, g*C_in/groups + k, stride[0]*h - padding[0] + dilation[0]*m,
-                                                               stride[1]*w - padding[1] + dilation[1]*l)
-    with zero padding. `bias` has C_out entries (zeros when the caller has none).
-
-    Rather than test every tap for padding, each (m, l) tap works on the range of output columns
-    whose input column is inside the image: same sum, no branch in the inner loop.
-    """
-    batch, in_channels, height, width = x.shape
-    out_channels, group_in, kh, kw = weight.shape
-    out_h, out_w = out.shape[2], out.shape[3]
-    group_out = out_channels // groups
-    for task in prange(batch * out_channels * out_h):
-        n = task // (out_channels * out_h)
-        j = (task // out_h) % out_channels
-        h = task % out_h
-        first_in = (j // group_out) * group_in
-        row = out[n, j, h]
-        for w in range(out_w):
-            row[w] = bias[j]
-        for m in range(kh):
-            ih = h * sh - ph + m * dh
-            if ih < 0 or ih >= height:
-                continue
-            for l in range(kw):
-                offset = l * dw - pw
-                w_lo = _first_valid(offset, sw)
-                w_hi = _end_valid(offset, sw, width, out_w)
-                if w_hi <= w_lo:  # no output column sees this tap (and slices below must not wrap)
-                    continue
-                for k in range(group_in):
-                    tap = weight[j, k, m, l]
-                    line = x[n, first_in + k, ih]
-                    if sw == 1:
-                        # Same sum on zero-based slices: indices the compiler knows are in range, so it
-                        # vectorises the loop (with `line[w + offset]` it cannot).
-                        dst = row[w_lo:w_hi]
-                        src = line[w_lo + offset : w_hi + offset]
-                        for w in range(dst.size):
-                            dst[w] += tap * src[w]
-                    else:
-                        for w in range(w_lo, w_hi):
-                            row[w] += tap * line[w * sw + offset]
 
 
 @njit(parallel=True, cache=True)
@@ -103,3 +54,145 @@ def _conv_transpose2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
                     else:
                         for w in range(w_lo, w_hi):
                             row[w * sw + offset] += tap * line[w]
+
+
+# ---------------------------------------------------------------------------------------------------
+# conv2d's fast path: the same sum, reorganised so that the inner loop is long and reads memory little.
+#
+# 1. _phase_planes copies the input once into zero-padded planes, split by stride phase: padded
+#    position (r, col) goes to plane (c, r % sh, col % sw) at (r // sh, col // sw), every plane
+#    Hq x Wq. Then the input that tap (k, m, l) of output (h, w) reads,
+#        padded (h*sh + m*dh, w*sw + l*dw),
+#    sits in one plane at flat index (h*Wq + w) + offset(k, m, l): one offset per tap, any stride or
+#    dilation, and no bounds tests (padding is real zeros).
+# 2. _conv2d_planes computes each output plane on the flat index q = h*Wq + w, w running over the whole
+#    plane width Wq (columns w >= W_out are computed and thrown away), so a tap is one long
+#    `dst[q] += weight * src[q + offset]` over several output rows at once, and four taps and two
+#    output channels go through one loop (_taps4x2): each input value loaded feeds two channels and
+#    each partial sum is loaded and stored once per four taps.
+# ---------------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
+    """xs(n, ((c * sh + r % sh) * sw + col % sw) * Hq * Wq + (r // sh) * Wq + col // sw)
+    = input(n, c, r - ph, col - pw), zero where that is padding; `slack` zeros after the last plane
+    (the thrown-away columns read a little past it)."""
+    batch, channels, height, width = x.shape
+    plane = plane_h * plane_w
+    xs = np.zeros((batch, channels * sh * sw * plane + slack), dtype=x.dtype)
+    for task in prange(batch * channels):
+        n = task // channels
+        c = task - n * channels
+        for ih in range(height):
+            r = ih + ph
+            base = (c * sh + r % sh) * sw * plane + (r // sh) * plane_w
+            src = x[n, c, ih]
+            if sw == 1:
+                dst = xs[n, base + pw : base + pw + width]
+                for iw in range(width):
+                    dst[iw] = src[iw]
+            else:
+                for iw in range(width):
+                    col = iw + pw
+                    xs[n, base + (col % sw) * plane + col // sw] = src[iw]
+    return xs
+
+
+@njit(cache=True, inline="always")
+def _taps4x2(d0, d1, src, o0, o1, o2, o3, a0, a1, a2, a3, b0, b1, b2, b3):
+    """d0(q) += sum_t a_t * src(o_t + q),  d1(q) += sum_t b_t * src(o_t + q)   (t = 0..3)
+
+    Sources are slices indexed from 0 (no wraparound test per element, so the loop vectorises)."""
+    n = d0.size
+    s0 = src[o0 : o0 + n]
+    s1 = src[o1 : o1 + n]
+    s2 = src[o2 : o2 + n]
+    s3 = src[o3 : o3 + n]
+    for q in range(n):
+        v0, v1, v2, v3 = s0[q], s1[q], s2[q], s3[q]
+        d0[q] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
+        d1[q] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+
+
+@njit(cache=True, inline="always")
+def _taps4(d0, src, o0, o1, o2, o3, a0, a1, a2, a3):
+    """d0(q) += sum_t a_t * src(o_t + q)   (t = 0..3): _taps4x2 for a channel without a partner."""
+    n = d0.size
+    s0 = src[o0 : o0 + n]
+    s1 = src[o1 : o1 + n]
+    s2 = src[o2 : o2 + n]
+    s3 = src[o3 : o3 + n]
+    for q in range(n):
+        d0[q] += (a0 * s0[q] + a1 * s1[q]) + (a2 * s2[q] + a3 * s3[q])
+
+
+CHANNEL_CHUNK = 16  # output channels per task (with the row blocks and samples: enough tasks)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
+def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, rows):
+    """conv2d: out(N_i, C_out_j) = bias(C_out_j) + sum_{k=0}^{C_in/groups - 1} weight(C_out_j, k) * input(N_i, g * C_in/groups + k)
+
+    where * is the 2-D cross-correlation and g the group of C_out_j; written out per output pixel:
+    out(n, j, h, w) = bias(j) + sum_k sum_m sum_l weight(j, k, m, l)
+                                 * input(n, g*C_in/groups + k, stride[0]*h - padding[0] + dilation[0]*m,
+                                                               stride[1]*w - padding[1] + dilation[1]*l)
+    with zero padding. In the phase planes xs of _phase_planes, with t = (k, m, l) flattened:
+
+        out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
+
+    taps(j, t) = weight(j, k, m, l), offsets(t) the tap's place in its group's planes.
+    A task is one sample, `rows` output rows and up to CHANNEL_CHUNK output channels; channels go in
+    pairs of the same group through _taps4x2, taps four at a time.
+    """
+    batch, out_channels, out_h, out_w = out.shape
+    count = taps.shape[1]
+    group_out = out_channels // groups
+    blocks = (out_h + rows - 1) // rows
+    chunks = (out_channels + CHANNEL_CHUNK - 1) // CHANNEL_CHUNK
+    for task in prange(batch * blocks * chunks):
+        n = task // (blocks * chunks)
+        rest = task - n * blocks * chunks
+        b = rest // chunks
+        j0 = (rest - b * chunks) * CHANNEL_CHUNK
+        j1 = min(out_channels, j0 + CHANNEL_CHUNK)
+        h0 = b * rows
+        h1 = min(out_h, h0 + rows)
+        size = (h1 - h0) * plane_w
+        d0 = np.empty(size, dtype=out.dtype)
+        d1 = np.empty(size, dtype=out.dtype)
+        j = j0
+        while j < j1:
+            g = j // group_out
+            src = xs[n, g * group_size + h0 * plane_w :]
+            pair = j + 1 < j1 and (j + 1) // group_out == g
+            wa = taps[j]
+            wb = taps[j + 1] if pair else taps[j]
+            for q in range(size):
+                d0[q] = 0.0
+                d1[q] = 0.0
+            full = count - count % 4
+            for t in range(0, full, 4):
+                if pair:
+                    _taps4x2(d0, d1, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3],
+                             wa[t], wa[t + 1], wa[t + 2], wa[t + 3], wb[t], wb[t + 1], wb[t + 2], wb[t + 3])
+                else:
+                    _taps4(d0, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3],
+                           wa[t], wa[t + 1], wa[t + 2], wa[t + 3])
+            for t in range(full, count):
+                s = src[offsets[t] : offsets[t] + size]
+                for q in range(size):
+                    d0[q] += wa[t] * s[q]
+                    d1[q] += wb[t] * s[q]
+            for h in range(h0, h1):
+                row0 = out[n, j, h]
+                part0 = d0[(h - h0) * plane_w :]
+                for w in range(out_w):
+                    row0[w] = part0[w] + bias[j]
+                if pair:
+                    row1 = out[n, j + 1, h]
+                    part1 = d1[(h - h0) * plane_w :]
+                    for w in range(out_w):
+                        row1[w] = part1[w] + bias[j + 1]
+            j += 2 if pair else 1
