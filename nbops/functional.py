@@ -347,10 +347,61 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     batch = x4.shape[0]
     out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
     if out.size:
-        _kernels("conv")._conv_transpose2d(
-            contiguous(x4), contiguous(w), contiguous(b), out, *strides, *pads, *dilations, groups
-        )
+        _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups)
     return wrap(out[0] if unbatched else out, input)
+
+
+def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
+    """conv_transpose2d as stride**2 small convolutions, one per output phase, through conv2d's phase
+    planes (nbops/cpu/conv.py).
+
+    out(n, j, s*h - p + d*m, ...) += input(n, i, h, ...) * weight(i, j', m, ...): the output rows
+    oh = s*h' + a of phase a receive tap m only when (a + p - d*m) is a multiple of s, and then from
+    input row h' + (a + p - d*m) // s. So each phase (a, b) is a stride-1 correlation of the zero-padded
+    input with its own taps at their own offsets, written to out[..., a::s, b::s].
+    """
+    kernels = _kernels("conv")
+    (sh, sw), (ph, pw), (dh, dw) = strides, pads, dilations
+    in_channels, group_out, kh, kw = w.shape
+    group_in = in_channels // groups
+    out_channels = group_out * groups
+    batch, _, height, width = x4.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    # per phase: the taps that reach it and their input offsets
+    taps_h = [[(m, (a + ph - dh * m) // sh) for m in range(kh) if (a + ph - dh * m) % sh == 0] for a in range(sh)]
+    taps_w = [[(l, (c + pw - dw * l) // sw) for l in range(kw) if (c + pw - dw * l) % sw == 0] for c in range(sw)]
+    shifts_h = [d for phase in taps_h for _, d in phase] or [0]
+    shifts_w = [d for phase in taps_w for _, d in phase] or [0]
+    top, left = max(0, -min(shifts_h)), max(0, -min(shifts_w))
+    phase_h, phase_w = -(-out_h // sh), -(-out_w // sw)  # the largest phase's size
+    plane_h = top + height + max(0, phase_h + max(max(shifts_h), 0) - height)
+    plane_w = left + width + max(0, phase_w + max(max(shifts_w), 0) - width)
+    plane = plane_h * plane_w
+    group_size = group_in * plane
+    # weight(g * C_in/groups + k, j', m, l) as taps(g * C_out/groups + j', k, m, l)
+    by_output = contiguous(w).reshape(groups, group_in, group_out, kh, kw).transpose(0, 2, 1, 3, 4)
+    by_output = by_output.reshape(out_channels, group_in, kh, kw)
+    phases = []
+    for a in range(sh):
+        for c in range(sw):
+            rows_m = [m for m, _ in taps_h[a]]
+            cols_l = [l for l, _ in taps_w[c]]
+            k, dm, dl = np.meshgrid(np.arange(group_in), [d for _, d in taps_h[a]], [d for _, d in taps_w[c]], indexing="ij")
+            offsets = (k * plane + (dm + top) * plane_w + (dl + left)).reshape(-1).astype(np.int64)
+            taps = contiguous(by_output[:, :, rows_m][:, :, :, cols_l].reshape(out_channels, -1))
+            phases.append((a, c, offsets, taps))
+    need = max((groups - 1) * group_size + phase_h * plane_w + (int(o.max()) if o.size else 0) for _, _, o, _ in phases)
+    slack = max(0, need - groups * group_size)
+    xs = kernels._phase_planes(contiguous(x4), top, left, 1, 1, plane_h, plane_w, slack)
+    rows = max(1, -(-512 // plane_w))
+    bias = contiguous(b)
+    for a, c, offsets, taps in phases:
+        part = out[:, :, a::sh, c::sw]
+        if part.size == 0:
+            continue
+        result = np.empty(part.shape, dtype=out.dtype)
+        kernels._conv2d_planes(xs, taps, offsets, group_size, groups, bias, result, plane_w, rows)
+        part[...] = result
 
 
 # ----------------------------------------------------------------------------------- reshape, activation
