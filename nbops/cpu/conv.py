@@ -116,6 +116,27 @@ def _taps4x2(d0, d1, src, o0, o1, o2, o3, a0, a1, a2, a3, b0, b1, b2, b3):
 
 
 @njit(cache=True, inline="always")
+def _taps4x4(d0, d1, d2, d3, src, o0, o1, o2, o3, w0, w1, w2, w3, t):
+    """d_c(q) += sum_i w_c(t + i) * src(o_i + q) for the four channels c and four taps i: each input value
+    loaded feeds four output channels (what matters when the taps read four different planes)."""
+    n = d0.size
+    s0 = src[o0 : o0 + n]
+    s1 = src[o1 : o1 + n]
+    s2 = src[o2 : o2 + n]
+    s3 = src[o3 : o3 + n]
+    a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+    b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
+    c0, c1, c2, c3 = w2[t], w2[t + 1], w2[t + 2], w2[t + 3]
+    e0, e1, e2, e3 = w3[t], w3[t + 1], w3[t + 2], w3[t + 3]
+    for q in range(n):
+        v0, v1, v2, v3 = s0[q], s1[q], s2[q], s3[q]
+        d0[q] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
+        d1[q] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+        d2[q] += (c0 * v0 + c1 * v1) + (c2 * v2 + c3 * v3)
+        d3[q] += (e0 * v0 + e1 * v1) + (e2 * v2 + e3 * v3)
+
+
+@njit(cache=True, inline="always")
 def _taps4(d0, src, o0, o1, o2, o3, a0, a1, a2, a3):
     """d0(q) += sum_t a_t * src(o_t + q)   (t = 0..3): _taps4x2 for a channel without a partner."""
     n = d0.size
@@ -160,39 +181,49 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
         h0 = b * rows
         h1 = min(out_h, h0 + rows)
         size = (h1 - h0) * plane_w
-        d0 = np.empty(size, dtype=out.dtype)
-        d1 = np.empty(size, dtype=out.dtype)
+        acc = np.empty((4, size), dtype=out.dtype)
         j = j0
         while j < j1:
             g = j // group_out
             src = xs[n, g * group_size + h0 * plane_w :]
-            pair = j + 1 < j1 and (j + 1) // group_out == g
-            wa = taps[j]
-            wb = taps[j + 1] if pair else taps[j]
-            for q in range(size):
-                d0[q] = 0.0
-                d1[q] = 0.0
+            # channels of the same group handled together: four, else two, else one
+            width = 1
+            while width < 4 and j + width < j1 and (j + width) // group_out == g:
+                width += 1
+            if width == 3:
+                width = 2
+            for c in range(width):
+                for q in range(size):
+                    acc[c, q] = 0.0
             full = count - count % 4
-            for t in range(0, full, 4):
-                if pair:
+            d0 = acc[0]
+            d1 = acc[1]
+            wa = taps[j]
+            if width == 4:
+                d2 = acc[2]
+                d3 = acc[3]
+                wb, wc, wd = taps[j + 1], taps[j + 2], taps[j + 3]
+                for t in range(0, full, 4):
+                    _taps4x4(d0, d1, d2, d3, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3], wa, wb, wc, wd, t)
+            elif width == 2:
+                wb = taps[j + 1]
+                for t in range(0, full, 4):
                     _taps4x2(d0, d1, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3],
                              wa[t], wa[t + 1], wa[t + 2], wa[t + 3], wb[t], wb[t + 1], wb[t + 2], wb[t + 3])
-                else:
+            else:
+                for t in range(0, full, 4):
                     _taps4(d0, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3],
                            wa[t], wa[t + 1], wa[t + 2], wa[t + 3])
-            for t in range(full, count):
-                s = src[offsets[t] : offsets[t] + size]
-                for q in range(size):
-                    d0[q] += wa[t] * s[q]
-                    d1[q] += wb[t] * s[q]
-            for h in range(h0, h1):
-                row0 = out[n, j, h]
-                part0 = d0[(h - h0) * plane_w :]
-                for w in range(out_w):
-                    row0[w] = part0[w] + bias[j]
-                if pair:
-                    row1 = out[n, j + 1, h]
-                    part1 = d1[(h - h0) * plane_w :]
+            for c in range(width):
+                d = acc[c]
+                wc_ = taps[j + c]
+                for t in range(full, count):
+                    s = src[offsets[t] : offsets[t] + size]
+                    for q in range(size):
+                        d[q] += wc_[t] * s[q]
+                for h in range(h0, h1):
+                    row = out[n, j + c, h]
+                    part = d[(h - h0) * plane_w :]
                     for w in range(out_w):
-                        row1[w] = part1[w] + bias[j + 1]
-            j += 2 if pair else 1
+                        row[w] = part[w] + bias[j + c]
+            j += width
