@@ -6,7 +6,7 @@
 
 For every case: torch time, nbops time (medians), ratio = torch / nbops (above 1: nbops is faster),
 nbops' achieved GB/s against this machine's memory bandwidth (a large NumPy copy, measured here), and
-GFLOP/s for the convolutions.
+GFLOP/s for the convolutions against the machine's nominal float32 peak.
 """
 
 from __future__ import annotations
@@ -54,6 +54,24 @@ def measure_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
+def nominal_peak_gflops() -> float | None:
+    """This machine's nominal float32 peak: cores x clock (from /proc/cpuinfo) x flops per cycle per core
+    (64 with AVX-512, 32 with AVX2 and FMA: two fused multiply-add units, 8 lanes, 2 flops each; 8
+    otherwise). None where /proc/cpuinfo is not there (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return None
+    mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
+    flags = next((line.split(":")[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    if not mhz:
+        return None
+    per_cycle = 64 if "avx512f" in flags else 32 if ("avx2" in flags and "fma" in flags) else 8
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores * max(mhz) / 1e3 * per_cycle
+
+
 def run_suite(root: str, json_path: str, extra: list[str]) -> None:
     bench_dir = os.path.join(root, "benchmarks")
     if not os.path.isdir(bench_dir):
@@ -83,20 +101,22 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
 
-def table(rows: list[dict], bandwidth: float) -> str:
+def table(rows: list[dict], bandwidth: float, peak: float | None = None) -> str:
     lines = [
         f"machine memory bandwidth (NumPy copy): {bandwidth:.1f} GB/s",
+        f"machine float32 peak (nominal: cores x clock x flops per cycle): {peak:.0f} GFLOP/s" if peak else "",
         "",
-        "| op | case | torch ms | nbops ms | torch/nbops | nbops GB/s | % of bandwidth | nbops GFLOP/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| op | case | torch ms | nbops ms | torch/nbops | nbops GB/s | % of bandwidth | nbops GFLOP/s | % of peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(rows, key=lambda r: (r["op"], r["case"])):
         gbs = row["bytes"] / row["nbops"] / 1e9 if row["bytes"] else 0.0
-        gflops = f"{row['flops'] / row['nbops'] / 1e9:.1f}" if row["flops"] else ""
+        gflops = row["flops"] / row["nbops"] / 1e9 if row["flops"] else 0.0
         share = f"{100 * gbs / bandwidth:.0f}%" if row["bytes"] else ""
+        peak_share = f"{100 * gflops / peak:.0f}%" if (row["flops"] and peak) else ""
         lines.append(
             f"| {row['op']} | {row['case']} | {_ms(row['torch'])} | {_ms(row['nbops'])} | "
-            f"{row['torch'] / row['nbops']:.2f}x | {gbs:.1f} | {share} | {gflops} |"
+            f"{row['torch'] / row['nbops']:.2f}x | {gbs:.1f} | {share} | {f'{gflops:.1f}' if row['flops'] else ''} | {peak_share} |"
         )
     return "\n".join(lines)
 
@@ -150,7 +170,7 @@ def main(argv=None) -> int:
         print(f"no torch/nbops pairs in {json_path}", file=sys.stderr)
         return 1
     bandwidth = measure_bandwidth()
-    print(table(rows, bandwidth))
+    print(table(rows, bandwidth, nominal_peak_gflops()))
     with open(args.chart, "w") as f:
         f.write(chart_svg(rows))
     print(f"\nchart: {args.chart}")
