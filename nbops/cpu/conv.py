@@ -1,59 +1,8 @@
-"""2-D convolution (phase planes, below) and transposed convolution (one task per output row (n, c_out, h))."""
+"""2-D convolution over stride-phase planes; functional.py runs conv_transpose2d through the same
+kernel, as one small convolution per output phase."""
 
 import numpy as np
 from numba import njit, prange
-
-from ._bounds import _end_valid, _first_valid
-
-
-@njit(parallel=True, cache=True)
-def _conv_transpose2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
-    """The adjoint of conv2d: every input pixel scatters weight-scaled copies of itself.
-
-    out(n, j, stride[0]*h - padding[0] + dilation[0]*m, stride[1]*w - padding[1] + dilation[1]*l)
-        += input(n, i, h, w) * weight(i, j - g*C_out/groups, m, l)      for i in group g of j
-    plus bias(j). Output positions that fall outside [0, H_out) x [0, W_out) are dropped. Each task owns
-    one output row and gathers the input rows h with stride[0]*h - padding[0] + dilation[0]*m equal to
-    it, so no two tasks write the same element.
-    """
-    batch, in_channels, height, width = x.shape
-    group_in, group_out, kh, kw = weight.shape[0] // groups, weight.shape[1], weight.shape[2], weight.shape[3]
-    out_channels = group_out * groups
-    out_h, out_w = out.shape[2], out.shape[3]
-    for task in prange(batch * out_channels * out_h):
-        n = task // (out_channels * out_h)
-        j = (task // out_h) % out_channels
-        oh = task % out_h
-        g = j // group_out
-        jj = j - g * group_out
-        row = out[n, j, oh]
-        for ow in range(out_w):
-            row[ow] = bias[j]
-        for m in range(kh):
-            shifted = oh + ph - m * dh
-            if shifted < 0 or shifted % sh != 0:
-                continue
-            h = shifted // sh
-            if h >= height:
-                continue
-            for l in range(kw):
-                offset = l * dw - pw
-                w_lo = _first_valid(offset, sw)
-                w_hi = _end_valid(offset, sw, out_w, width)
-                if w_hi <= w_lo:  # this tap lands outside the output row (and slices below must not wrap)
-                    continue
-                for k in range(group_in):
-                    i = g * group_in + k
-                    tap = weight[i, jj, m, l]
-                    line = x[n, i, h]
-                    if sw == 1:  # zero-based slices, as in _conv2d, so that the loop vectorises
-                        dst = row[w_lo + offset : w_hi + offset]
-                        src = line[w_lo:w_hi]
-                        for w in range(dst.size):
-                            dst[w] += tap * src[w]
-                    else:
-                        for w in range(w_lo, w_hi):
-                            row[w * sw + offset] += tap * line[w]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -67,8 +16,8 @@ def _conv_transpose2d(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
 #    dilation, and no bounds tests (padding is real zeros).
 # 2. _conv2d_planes computes each output plane on the flat index q = h*Wq + w, w running over the whole
 #    plane width Wq (columns w >= W_out are computed and thrown away), so a tap is one long
-#    `dst[q] += weight * src[q + offset]` over several output rows at once, and four taps and two
-#    output channels go through one loop (_taps4x2): each input value loaded feeds two channels and
+#    `dst[q] += weight * src[q + offset]` over several output rows at once, and four taps and four
+#    output channels go through one loop (_taps4x4): each input value loaded feeds four channels and
 #    each partial sum is loaded and stored once per four taps.
 # ---------------------------------------------------------------------------------------------------
 
@@ -100,35 +49,23 @@ def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
 
 
 @njit(cache=True, inline="always")
-def _taps4x2(d0, d1, src, o0, o1, o2, o3, a0, a1, a2, a3, b0, b1, b2, b3):
-    """d0(q) += sum_t a_t * src(o_t + q),  d1(q) += sum_t b_t * src(o_t + q)   (t = 0..3)
-
-    Sources are slices indexed from 0 (no wraparound test per element, so the loop vectorises)."""
-    n = d0.size
-    s0 = src[o0 : o0 + n]
-    s1 = src[o1 : o1 + n]
-    s2 = src[o2 : o2 + n]
-    s3 = src[o3 : o3 + n]
-    for q in range(n):
-        v0, v1, v2, v3 = s0[q], s1[q], s2[q], s3[q]
-        d0[q] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
-        d1[q] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+def _tap_sources(src, offsets, t, n):
+    """The inputs of taps t..t+3: src(offsets(t + i) + q) for q < n, as slices indexed from 0 (no
+    wraparound test per element, so the loops that read them vectorise)."""
+    o0, o1, o2, o3 = offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3]
+    return src[o0 : o0 + n], src[o1 : o1 + n], src[o2 : o2 + n], src[o3 : o3 + n]
 
 
 @njit(cache=True, inline="always")
-def _taps4x4(d0, d1, d2, d3, src, o0, o1, o2, o3, w0, w1, w2, w3, t):
-    """d_c(q) += sum_i w_c(t + i) * src(o_i + q) for the four channels c and four taps i: each input value
-    loaded feeds four output channels (what matters when the taps read four different planes)."""
-    n = d0.size
-    s0 = src[o0 : o0 + n]
-    s1 = src[o1 : o1 + n]
-    s2 = src[o2 : o2 + n]
-    s3 = src[o3 : o3 + n]
+def _taps4x4(d0, d1, d2, d3, src, offsets, t, w0, w1, w2, w3):
+    """d_c(q) += sum_i w_c(t + i) * src(offsets(t + i) + q) for four channels c and taps i = 0..3: each
+    input value loaded feeds four output channels (what matters when the taps read different planes)."""
+    s0, s1, s2, s3 = _tap_sources(src, offsets, t, d0.size)
     a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
     b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
     c0, c1, c2, c3 = w2[t], w2[t + 1], w2[t + 2], w2[t + 3]
     e0, e1, e2, e3 = w3[t], w3[t + 1], w3[t + 2], w3[t + 3]
-    for q in range(n):
+    for q in range(d0.size):
         v0, v1, v2, v3 = s0[q], s1[q], s2[q], s3[q]
         d0[q] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
         d1[q] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
@@ -137,14 +74,23 @@ def _taps4x4(d0, d1, d2, d3, src, o0, o1, o2, o3, w0, w1, w2, w3, t):
 
 
 @njit(cache=True, inline="always")
-def _taps4(d0, src, o0, o1, o2, o3, a0, a1, a2, a3):
-    """d0(q) += sum_t a_t * src(o_t + q)   (t = 0..3): _taps4x2 for a channel without a partner."""
-    n = d0.size
-    s0 = src[o0 : o0 + n]
-    s1 = src[o1 : o1 + n]
-    s2 = src[o2 : o2 + n]
-    s3 = src[o3 : o3 + n]
-    for q in range(n):
+def _taps4x2(d0, d1, src, offsets, t, w0, w1):
+    """_taps4x4 for two channels."""
+    s0, s1, s2, s3 = _tap_sources(src, offsets, t, d0.size)
+    a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+    b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
+    for q in range(d0.size):
+        v0, v1, v2, v3 = s0[q], s1[q], s2[q], s3[q]
+        d0[q] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
+        d1[q] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+
+
+@njit(cache=True, inline="always")
+def _taps4(d0, src, offsets, t, w0):
+    """_taps4x4 for one channel."""
+    s0, s1, s2, s3 = _tap_sources(src, offsets, t, d0.size)
+    a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
+    for q in range(d0.size):
         d0[q] += (a0 * s0[q] + a1 * s1[q]) + (a2 * s2[q] + a3 * s3[q])
 
 
@@ -164,8 +110,8 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
         out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
 
     taps(j, t) = weight(j, k, m, l), offsets(t) the tap's place in its group's planes.
-    A task is one sample, `rows` output rows and up to CHANNEL_CHUNK output channels; channels go in
-    pairs of the same group through _taps4x2, taps four at a time.
+    A task is one sample, `rows` output rows and up to CHANNEL_CHUNK output channels; channels of one
+    group go four (or two, or one) at a time through _taps4x4, taps four at a time.
     """
     batch, out_channels, out_h, out_w = out.shape
     count = taps.shape[1]
@@ -204,16 +150,14 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
                 d3 = acc[3]
                 wb, wc, wd = taps[j + 1], taps[j + 2], taps[j + 3]
                 for t in range(0, full, 4):
-                    _taps4x4(d0, d1, d2, d3, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3], wa, wb, wc, wd, t)
+                    _taps4x4(d0, d1, d2, d3, src, offsets, t, wa, wb, wc, wd)
             elif width == 2:
                 wb = taps[j + 1]
                 for t in range(0, full, 4):
-                    _taps4x2(d0, d1, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3],
-                             wa[t], wa[t + 1], wa[t + 2], wa[t + 3], wb[t], wb[t + 1], wb[t + 2], wb[t + 3])
+                    _taps4x2(d0, d1, src, offsets, t, wa, wb)
             else:
                 for t in range(0, full, 4):
-                    _taps4(d0, src, offsets[t], offsets[t + 1], offsets[t + 2], offsets[t + 3],
-                           wa[t], wa[t + 1], wa[t + 2], wa[t + 3])
+                    _taps4(d0, src, offsets, t, wa)
             for c in range(width):
                 d = acc[c]
                 wc_ = taps[j + c]
