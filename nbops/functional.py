@@ -598,6 +598,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     beta = none if bias is None else contiguous(vectors["bias"])
     if training:
         rm, rv = vectors["running_mean"], vectors["running_var"]
+        for name, given in (("running_mean", rm), ("running_var", rv)):
+            if given is not None and not given.flags.writeable:
+                raise ValueError(f"batch_norm: {name} is read-only, but training updates it in place")
         # the kernel updates contiguous running statistics in place; strided views go through a copy
         rm_c = none if rm is None else contiguous(rm)
         rv_c = none if rv is None else contiguous(rv)

@@ -105,6 +105,18 @@ def test_batch_norm_zero_variance_without_eps_gives_what_torch_gives():
     assert_same(nbops.batch_norm(x, torch.zeros(3), torch.ones(3), training=True, eps=1e-30), expected)
 
 
+def test_batch_norm_read_only_running_statistics():
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    for name in ("running_mean", "running_var"):
+        stats = {"running_mean": np.zeros(3, np.float32), "running_var": np.ones(3, np.float32)}
+        stats[name].flags.writeable = False
+        with pytest.raises(ValueError, match=name):
+            nbops.batch_norm(x, stats["running_mean"], stats["running_var"], training=True)
+        # evaluation only reads them
+        expected = F.batch_norm(torch.from_numpy(x), torch.zeros(3), torch.ones(3))
+        np.testing.assert_allclose(nbops.batch_norm(x, stats["running_mean"], stats["running_var"]), expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_batch_norm_bad_arguments():
     x = torch.zeros(4, 3, 5)
     rm, rv = torch.zeros(3), torch.ones(3)
