@@ -604,7 +604,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         # the kernel updates contiguous running statistics in place; strided views go through a copy
         rm_c = none if rm is None else contiguous(rm)
         rv_c = none if rv is None else contiguous(rv)
-        kernels._batch_norm_train(x3, rm_c, rv_c, gamma, beta, momentum, eps, out3)
+        train = kernels._train_by_channel_block if length < kernels.ROW else kernels._train_long_rows
+        train(x3, rm_c, rv_c, gamma, beta, momentum, eps, out3)  # (two kernels: each compiles only if used)
         for given, updated in ((rm, rm_c), (rv, rv_c)):
             if given is not None and updated is not given:
                 given[...] = updated

@@ -74,18 +74,6 @@ def _taps4x4(d0, d1, d2, d3, src, offsets, t, w0, w1, w2, w3):
 
 
 @njit(cache=True, inline="always")
-def _taps4x2(d0, d1, src, offsets, t, w0, w1):
-    """_taps4x4 for two channels."""
-    s0, s1, s2, s3 = _tap_sources(src, offsets, t, d0.size)
-    a0, a1, a2, a3 = w0[t], w0[t + 1], w0[t + 2], w0[t + 3]
-    b0, b1, b2, b3 = w1[t], w1[t + 1], w1[t + 2], w1[t + 3]
-    for q in range(d0.size):
-        v0, v1, v2, v3 = s0[q], s1[q], s2[q], s3[q]
-        d0[q] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
-        d1[q] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
-
-
-@njit(cache=True, inline="always")
 def _taps4(d0, src, offsets, t, w0):
     """_taps4x4 for one channel."""
     s0, s1, s2, s3 = _tap_sources(src, offsets, t, d0.size)
@@ -111,7 +99,8 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
 
     taps(j, t) = weight(j, k, m, l), offsets(t) the tap's place in its group's planes.
     A task is one sample, `rows` output rows and up to CHANNEL_CHUNK output channels; channels of one
-    group go four (or two, or one) at a time through _taps4x4, taps four at a time.
+    group go four at a time through _taps4x4 (one at a time through _taps4 where fewer are left), taps
+    four at a time.
     """
     batch, out_channels, out_h, out_w = out.shape
     count = taps.shape[1]
@@ -132,39 +121,26 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
         while j < j1:
             g = j // group_out
             src = xs[n, g * group_size + h0 * plane_w :]
-            # channels of the same group handled together: four, else two, else one
-            width = 1
-            while width < 4 and j + width < j1 and (j + width) // group_out == g:
-                width += 1
-            if width == 3:
-                width = 2
+            # four channels of the same group together when there are four left, else one at a time
+            # (one more width, 2, would add a third copy of the loop to compile)
+            width = 4 if (j + 3 < j1 and (j + 3) // group_out == g) else 1
             for c in range(width):
                 for q in range(size):
                     acc[c, q] = 0.0
             full = count - count % 4
-            d0 = acc[0]
-            d1 = acc[1]
-            wa = taps[j]
             if width == 4:
-                d2 = acc[2]
-                d3 = acc[3]
-                wb, wc, wd = taps[j + 1], taps[j + 2], taps[j + 3]
                 for t in range(0, full, 4):
-                    _taps4x4(d0, d1, d2, d3, src, offsets, t, wa, wb, wc, wd)
-            elif width == 2:
-                wb = taps[j + 1]
-                for t in range(0, full, 4):
-                    _taps4x2(d0, d1, src, offsets, t, wa, wb)
+                    _taps4x4(acc[0], acc[1], acc[2], acc[3], src, offsets, t, taps[j], taps[j + 1], taps[j + 2], taps[j + 3])
             else:
                 for t in range(0, full, 4):
-                    _taps4(d0, src, offsets, t, wa)
+                    _taps4(acc[0], src, offsets, t, taps[j])
             for c in range(width):
                 d = acc[c]
-                wc_ = taps[j + c]
-                for t in range(full, count):
+                weights = taps[j + c]
+                for t in range(full, count):  # the last count % 4 taps, one at a time
                     s = src[offsets[t] : offsets[t] + size]
                     for q in range(size):
-                        d[q] += wc_[t] * s[q]
+                        d[q] += weights[t] * s[q]
                 for h in range(h0, h1):
                     row = out[n, j + c, h]
                     part = d[(h - h0) * plane_w :]

@@ -62,13 +62,26 @@ def _column_sums(flat, e0, e1, centre, squares, total, group):
             total[e] += group[e]
 
 
+@njit(cache=True, inline="always")
+def _update_running(running_mean, running_var, j, mean, var, momentum, n):
+    """torch's update of channel j's running statistics, with the unbiased variance (n values):
+
+        running_mean(j) = (1 - momentum) * running_mean(j) + momentum * mean(C_j)
+        running_var(j)  = (1 - momentum) * running_var(j)  + momentum * var(C_j) * n / (n - 1)
+    """
+    running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean
+    running_var[j] = (1.0 - momentum) * running_var[j] + momentum * var * (n / (n - 1))
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
-def _train_by_channel_block(x, weight, bias, eps, mean, var, out):
-    """Training with short rows: a task per block of channels, over all samples, computes
+def _train_by_channel_block(x, running_mean, running_var, weight, bias, momentum, eps, out):
+    """Training with short rows (normalise with the batch statistics, update the running ones when
+    given, i.e. non-empty): a task per block of channels, over all samples, computes
 
         mean(C_j) = 1/(N*L) sum_{i,l} x(i, j, l),   var(C_j) = 1/(N*L) sum_{i,l} (x(i, j, l) - mean(C_j))^2
 
-    and then normalises its channels as _batch_norm_apply does. A block's values (all N samples of
+    in float64, updates the running statistics (_update_running), and then normalises its channels
+    as _batch_norm_apply does. A block's values (all N samples of
     about SPAN flat positions) are read from memory once and twice more from cache: for the variance
     (centred on the mean, in the input's dtype) and for the output; per-position sums run across
     samples in vector lanes (_column_sums).
@@ -78,6 +91,8 @@ def _train_by_channel_block(x, weight, bias, eps, mean, var, out):
     flat_out = out.reshape((batch, channels * length))
     per_block = max(1, SPAN // length)
     count = batch * length
+    mean = np.empty(channels)
+    var = np.empty(channels)
     for b in prange((channels + per_block - 1) // per_block):
         j0 = b * per_block
         j1 = min(channels, j0 + per_block)
@@ -101,6 +116,8 @@ def _train_by_channel_block(x, weight, bias, eps, mean, var, out):
             for l in range(length):
                 channel_total += total[(j - j0) * length + l]
             var[j] = channel_total / count
+            if running_mean.size:
+                _update_running(running_mean, running_var, j, mean[j], var[j], momentum, count)
             s = (np.float64(weight[j]) if weight.size else 1.0) / np.sqrt(var[j] + eps)
             t = (np.float64(bias[j]) if bias.size else 0.0) - mean[j] * s
             for l in range(length):
@@ -127,31 +144,18 @@ def _combine(partial, count, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _batch_norm_train(x, running_mean, running_var, weight, bias, momentum, eps, out):
-    """Training: normalise with the batch statistics (biased variance), and update the running
-    statistics in place when given (non-empty) as torch does, with the unbiased variance (n = N * L):
-
-        running_mean(j) = (1 - momentum) * running_mean(j) + momentum * mean(C_j)
-        running_var(j)  = (1 - momentum) * running_var(j)  + momentum * var(C_j) * n / (n - 1)
-
-    Statistics accumulate in float64 (torch accumulates float32 statistics in double too). Long rows:
-    partial sums per (i, j) row in parallel, combined per channel in order, then _batch_norm_apply;
-    short rows: _train_by_channel_block. One call from Python either way.
-    """
+def _train_long_rows(x, running_mean, running_var, weight, bias, momentum, eps, out):
+    """Training with long rows: the same results as _train_by_channel_block, from partial sums per
+    (i, j) row in parallel, combined per channel in order (float64), then _batch_norm_apply."""
     batch, channels, length = x.shape
     mean = np.empty(channels)
     var = np.empty(channels)
-    if length < ROW:
-        _train_by_channel_block(x, weight, bias, eps, mean, var, out)
-    else:
-        _combine(_partial_sums(x, np.zeros(channels), False), batch * length, mean)
-        _combine(_partial_sums(x, mean, True), batch * length, var)
-        _batch_norm_apply(x, mean, var, weight, bias, eps, out)
+    _combine(_partial_sums(x, np.zeros(channels), False), batch * length, mean)
+    _combine(_partial_sums(x, mean, True), batch * length, var)
     if running_mean.size:
-        n = batch * length
         for j in range(channels):
-            running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j]
-            running_var[j] = (1.0 - momentum) * running_var[j] + momentum * var[j] * (n / (n - 1))
+            _update_running(running_mean, running_var, j, mean[j], var[j], momentum, batch * length)
+    _batch_norm_apply(x, mean, var, weight, bias, eps, out)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
