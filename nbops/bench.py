@@ -55,9 +55,10 @@ def measure_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
 
 
 def nominal_peak_gflops() -> float | None:
-    """This machine's nominal float32 peak: cores x clock (from /proc/cpuinfo) x flops per cycle per core
-    (64 with AVX-512, 32 with AVX2 and FMA: two fused multiply-add units, 8 lanes, 2 flops each; 8
-    otherwise). None where /proc/cpuinfo is not there (not Linux)."""
+    """This machine's nominal float32 peak: cores x clock x flops per cycle per core (64 with AVX-512, 32
+    with AVX2 and FMA: two fused multiply-add units, 8 lanes, 2 flops each; 8 otherwise). The clock is
+    the one /proc/cpuinfo reports, which on a virtual machine is often the base clock: a CPU boosting
+    above it can exceed this figure. None where /proc/cpuinfo is not there (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
@@ -104,7 +105,7 @@ def _ms(seconds: float) -> str:
 def table(rows: list[dict], bandwidth: float, peak: float | None = None) -> str:
     lines = [
         f"machine memory bandwidth (NumPy copy): {bandwidth:.1f} GB/s",
-        f"machine float32 peak (nominal: cores x clock x flops per cycle): {peak:.0f} GFLOP/s" if peak else "",
+        f"machine float32 peak (nominal: cores x reported clock x flops per cycle; boost clocks go higher): {peak:.0f} GFLOP/s" if peak else "",
         "",
         "| op | case | torch ms | nbops ms | torch/nbops | nbops GB/s | % of bandwidth | nbops GFLOP/s | % of peak |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
