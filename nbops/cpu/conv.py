@@ -4,6 +4,8 @@ kernel, as one small convolution per output phase."""
 import numpy as np
 from numba import njit, prange
 
+from ._bounds import _end_valid, _first_valid
+
 
 # ---------------------------------------------------------------------------------------------------
 # conv2d's fast path: the same sum, reorganised so that the inner loop is long and reads memory little.
@@ -41,10 +43,16 @@ def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
                 dst = xs[n, base + pw : base + pw + width]
                 for iw in range(width):
                     dst[iw] = src[iw]
-            else:
-                for iw in range(width):
-                    col = iw + pw
-                    xs[n, base + (col % sw) * plane + col // sw] = src[iw]
+            else:  # phase by phase: padded columns col = q * sw + phase, input column col - pw
+                for phase in range(sw):
+                    q0 = _first_valid(phase - pw, sw)  # first q with q * sw + phase - pw >= 0
+                    q1 = _end_valid(phase - pw, sw, width, plane_w)  # ... and < width
+                    if q1 <= q0:
+                        continue
+                    dst = xs[n, base + phase * plane + q0 : base + phase * plane + q1]
+                    picked = src[q0 * sw + phase - pw :]  # (indexed from 0: no wraparound test per element)
+                    for q in range(q1 - q0):  # (no division per element: that cost more than the copy)
+                        dst[q] = picked[q * sw]
     return xs
 
 
