@@ -1,4 +1,5 @@
-"""Max and average pooling over (P, H, W) planes (P = N * C), one task per output row."""
+"""Max and average pooling over (P, H, W) planes (P = N * C), one task per output row (per plane for
+average pooling's narrow outputs)."""
 
 import numpy as np
 from numba import njit, prange
