@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -23,10 +25,22 @@ CONV_CASES = [
 ]
 
 
+@contextlib.contextmanager
+def conv_path(path):
+    """Run conv2d through one of its two kernels whatever the plane size: 'planes' or 'pixels'."""
+    saved = nbops.functional._SMALL_PLANE
+    nbops.functional._SMALL_PLANE = -1 if path == "planes" else 10**12
+    try:
+        yield
+    finally:
+        nbops.functional._SMALL_PLANE = saved
+
+
+@pytest.mark.parametrize("path", ["planes", "pixels"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("batched", [True, False])
-def test_conv2d_matches_torch(case, batched, dtype):
+def test_conv2d_matches_torch(case, batched, dtype, path):
     cin, cout, k, s, p, d, g, has_bias = case
     kh, kw = (k, k) if isinstance(k, int) else k
     shape = (2, cin, 9, 10) if batched else (cin, 9, 10)
@@ -34,9 +48,10 @@ def test_conv2d_matches_torch(case, batched, dtype):
     w = randn((cout, cin // g, kh, kw), dtype, seed=2)
     b = randn((cout,), dtype, seed=3) if has_bias else None
     expected = F.conv2d(x, w, b, s, p, d, g)
-    assert_same(nbops.conv2d(x, w, b, s, p, d, g), expected, SUM_TOL[dtype])
-    kw_args = dict(bias=b, stride=s, padding=p, dilation=d, groups=g)
-    assert_same(nbops.conv2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
+    with conv_path(path):
+        assert_same(nbops.conv2d(x, w, b, s, p, d, g), expected, SUM_TOL[dtype])
+        kw_args = dict(bias=b, stride=s, padding=p, dilation=d, groups=g)
+        assert_same(nbops.conv2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
 
 
 # (C_in, C_out, kernel, stride, padding, output_padding, groups, dilation, bias)
@@ -89,9 +104,11 @@ def test_conv2d_without_input_channels_is_bias():
     x = torch.zeros(2, 0, 5, 5)
     w = torch.zeros(4, 0, 3, 3)
     b = randn((4,))
-    out = nbops.conv2d(x, w, b, padding=1)
-    assert out.shape == (2, 4, 5, 5)
-    assert torch.equal(out, b.view(1, 4, 1, 1).expand(2, 4, 5, 5))
+    for path in ("planes", "pixels"):
+        with conv_path(path):
+            out = nbops.conv2d(x, w, b, padding=1)
+        assert out.shape == (2, 4, 5, 5)
+        assert torch.equal(out, b.view(1, 4, 1, 1).expand(2, 4, 5, 5))
 
 
 def test_conv_layouts_and_numpy():
@@ -132,6 +149,7 @@ def test_conv_does_not_modify_inputs():
     assert all(torch.equal(a, c) for a, c in zip((x, w, b), copies))
 
 
+@pytest.mark.parametrize("path", ["planes", "pixels"])
 @given(
     n=st.integers(0, 2),
     groups=st.integers(1, 3),
@@ -150,7 +168,7 @@ def test_conv_does_not_modify_inputs():
     bias=st.booleans(),
     same=st.booleans(),
 )
-def test_conv2d_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
+def test_conv2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
     x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
     weight = randn((groups * cout_per, cin_per, kh, kw), torch.float64, seed=kh)
     b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
@@ -164,7 +182,8 @@ def test_conv2d_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph,
         with pytest.raises(ValueError):
             nbops.conv2d(x, weight, *args)
         return
-    assert_same(nbops.conv2d(x, weight, *args), expected, SUM_TOL[torch.float64])
+    with conv_path(path):
+        assert_same(nbops.conv2d(x, weight, *args), expected, SUM_TOL[torch.float64])
 
 
 @given(

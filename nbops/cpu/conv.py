@@ -155,3 +155,61 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
                     for w in range(out_w):
                         row[w] = part[w] + bias[j + c]
             j += width
+
+
+@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+def _conv2d_pixels(xs, taps, offsets, group_size, groups, bias, out, plane_w):
+    """conv2d as _conv2d_planes computes it (same phase planes, taps and offsets), organised the other
+    way round for small planes: per block of four output pixels p = (h, w), the inputs of all taps are
+    gathered once,
+
+        cols(i, t) = xs(n, g * group_size + offsets(t) + h_i * Wq + w_i),
+
+    and each output is a dot product over the taps, out(n, j, h_i, w_i) = bias(j) + sum_t taps(j, t) *
+    cols(i, t), computed for four pixels and two output channels at once (_dots4x2): the eight sums run
+    in vector lanes along t (`reassoc`), so they stay in registers for the whole reduction.
+    """
+    batch, out_channels, out_h, out_w = out.shape
+    count = taps.shape[1]
+    group_out = out_channels // groups
+    pixels = out_h * out_w
+    blocks = (pixels + 3) // 4
+    for task in prange(batch * groups * blocks):
+        n = task // (groups * blocks)
+        rest = task - n * groups * blocks
+        g = rest // blocks
+        p0 = (rest - g * blocks) * 4
+        cols = np.empty((4, count), dtype=out.dtype)
+        zero = out.dtype.type(0.0)
+        for i in range(4):
+            p = min(p0 + i, pixels - 1)  # past the last pixel: a repeat, computed and not written
+            h = p // out_w
+            src = xs[n, g * group_size + h * plane_w + (p - h * out_w) :]
+            for t in range(count):
+                cols[i, t] = src[offsets[t]]
+        for j in range(g * group_out, (g + 1) * group_out, 2):
+            k = min(j + 1, (g + 1) * group_out - 1)  # an odd last channel pairs with itself
+            sums = _dots4x2(cols[0], cols[1], cols[2], cols[3], taps[j], taps[k], zero)
+            for i in range(min(4, pixels - p0)):
+                h = (p0 + i) // out_w
+                w = p0 + i - h * out_w
+                out[n, j, h, w] = sums[2 * i] + bias[j]
+                out[n, k, h, w] = sums[2 * i + 1] + bias[k]
+
+
+@njit(cache=True, inline="always")
+def _dots4x2(x0, x1, x2, x3, w0, w1, zero):
+    """(x_i . w_c) for the four pixels i and two channels c, as (x0.w0, x0.w1, x1.w0, ..., x3.w1);
+    `zero` is 0 in the data's dtype."""
+    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = zero
+    for t in range(w0.size):
+        v0, v1 = w0[t], w1[t]
+        a00 += x0[t] * v0
+        a01 += x0[t] * v1
+        a10 += x1[t] * v0
+        a11 += x1[t] * v1
+        a20 += x2[t] * v0
+        a21 += x2[t] * v1
+        a30 += x3[t] * v0
+        a31 += x3[t] * v1
+    return a00, a01, a10, a11, a20, a21, a30, a31
