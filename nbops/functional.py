@@ -282,7 +282,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     """Run conv2d through the phase planes (see nbops/cpu/conv.py): lay out the input, list each tap's
-    offset in its group's planes, size the row blocks."""
+    offset in its group's planes, and pick the kernel by the size of an output plane."""
     kernels = _kernels("conv")
     (sh, sw), (dh, dw) = strides, dilations
     out_channels, group_in, kh, kw = w.shape

@@ -21,6 +21,9 @@ from ._bounds import _end_valid, _first_valid
 #    `dst[q] += weight * src[q + offset]` over several output rows at once, and four taps and four
 #    output channels go through one loop (_taps4x4): each input value loaded feeds four channels and
 #    each partial sum is loaded and stored once per four taps.
+# 3. _conv2d_pixels, for small output planes (where the loops of 2. would be short), gathers each
+#    pixel's inputs from the same planes once and takes dot products with the taps, four pixels and two
+#    output channels at a time, the sums held in registers.
 # ---------------------------------------------------------------------------------------------------
 
 
