@@ -17,17 +17,14 @@ AVG_CASES = [
 ]
 
 
-@pytest.mark.parametrize("shape,k,s,p", MAX_CASES, ids=lambda v: str(v))
-def test_max_pool2d(compare, shape, k, s, p):
+@pytest.mark.parametrize(
+    "op,shape,k,s,p",
+    [("max_pool2d",) + case for case in MAX_CASES] + [("avg_pool2d",) + case for case in AVG_CASES],
+    ids=lambda v: str(v),
+)
+def test_pool2d(compare, op, shape, k, s, p):
+    theirs, ours = getattr(F, op), getattr(nbops, op)
     x = randn(*shape)
-    out = F.max_pool2d(x, k, s, p)
+    out = theirs(x, k, s, p)
     case = f"{'x'.join(map(str, shape))} k{k} s{s} p{p}"
-    compare(f"max_pool2d {case}", case, lambda: F.max_pool2d(x, k, s, p), lambda: nbops.max_pool2d(x, k, s, p), nbytes(x, out))
-
-
-@pytest.mark.parametrize("shape,k,s,p", AVG_CASES, ids=lambda v: str(v))
-def test_avg_pool2d(compare, shape, k, s, p):
-    x = randn(*shape)
-    out = F.avg_pool2d(x, k, s, p)
-    case = f"{'x'.join(map(str, shape))} k{k} s{s} p{p}"
-    compare(f"avg_pool2d {case}", case, lambda: F.avg_pool2d(x, k, s, p), lambda: nbops.avg_pool2d(x, k, s, p), nbytes(x, out))
+    compare(f"{op} {case}", case, lambda: theirs(x, k, s, p), lambda: ours(x, k, s, p), nbytes(x, out))
