@@ -8,6 +8,7 @@ return the result as the caller's type (torch tensor in -> torch tensor out, nda
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -47,6 +48,28 @@ def _kernels(family: str):
     if backend == "cuda":
         raise RuntimeError("NBOPS_BACKEND=cuda: the CUDA backend is not available in this version of nbops")
     raise ValueError(f"NBOPS_BACKEND must be 'cpu' or 'cuda', got {backend!r}")
+
+
+def _grad_wanted(input, *others) -> bool:
+    """Whether this call must go through torch autograd: grad mode is on and an argument is a tensor
+    that requires grad. Cheap, and torch-free for NumPy callers (torch is only looked up if imported)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.is_grad_enabled():
+        return False
+    if not any(isinstance(a, torch.Tensor) and a.requires_grad for a in (input,) + others):
+        return False
+    if not isinstance(input, torch.Tensor):  # the result would be an ndarray, which autograd cannot follow
+        raise TypeError(
+            f"input must be a torch.Tensor when another argument requires grad, got {type(input).__name__}"
+        )
+    return True
+
+
+def _autograd():
+    """nbops.autograd (imports torch, which a caller with tensors that require grad already has)."""
+    from . import autograd
+
+    return autograd
 
 
 # ----------------------------------------------------------------------------------------------- pooling
@@ -106,25 +129,35 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     Returns:
         [N, C, H_out, W_out] (or [C, H_out, W_out]), and the indices of the same shape if asked for.
     """
+    if _grad_wanted(input):
+        return _autograd().MaxPool2d.apply(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, saved=None):
+    """max_pool2d itself; when `saved` is a dict, it receives what the backward pass needs."""
     x = as_array(input, "input")
     x4, unbatched = _pool_input(x, "max_pool2d")
     kernel, strides, pads, dilations = _pool_sizes("max_pool2d", kernel_size, stride, padding, dilation)
     out_h, out_w = _pool_output_shape("max_pool2d", x4, kernel, strides, pads, dilations, ceil_mode)
     batch, channels, height, width = x4.shape
     out = np.empty((batch * channels, out_h, out_w), dtype=x.dtype)
-    indices = np.empty(out.shape if return_indices else (1, 1, 1), dtype=np.int64)
+    want_indices = bool(return_indices) or saved is not None  # the backward pass routes through them
+    indices = np.empty(out.shape if want_indices else (1, 1, 1), dtype=np.int64)
     if out.size:
         _kernels("pooling")._max_pool2d(
             contiguous(x4).reshape(batch * channels, height, width),
             out,
             indices,
-            bool(return_indices),
+            want_indices,
             *kernel,
             *strides,
             *pads,
             *dilations,
         )
     shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
+    if saved is not None:
+        saved.update(indices=indices, input_shape=x.shape, dtype=x.dtype)
     if return_indices:
         return wrap(out.reshape(shape), input), wrap(indices.reshape(shape), input)
     return wrap(out.reshape(shape), input)
@@ -146,6 +179,13 @@ def avg_pool2d(
     Returns:
         [N, C, H_out, W_out] (or [C, H_out, W_out]).
     """
+    if _grad_wanted(input):
+        return _autograd().AvgPool2d.apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, saved=None):
+    """avg_pool2d itself; when `saved` is a dict, it receives what the backward pass needs."""
     x = as_array(input, "input")
     x4, unbatched = _pool_input(x, "avg_pool2d")
     kernel, strides, pads, dilations = _pool_sizes("avg_pool2d", kernel_size, stride, padding, 1)
@@ -169,6 +209,11 @@ def avg_pool2d(
             divisor,
         )
     shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
+    if saved is not None:
+        saved.update(
+            input_shape=x.shape, dtype=x.dtype, kernel=kernel, strides=strides, pads=pads,
+            count_include_pad=bool(count_include_pad), divisor=divisor,
+        )
     return wrap(out.reshape(shape), input)
 
 
@@ -243,6 +288,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         [N, C_out, H_out, W_out] (or [C_out, H_out, W_out]),
         H_out = floor((H + pad_top + pad_bottom - dilation[0] * (kH - 1) - 1) / stride[0]) + 1.
     """
+    if _grad_wanted(input, weight, bias):
+        return _autograd().Conv2d.apply(input, weight, bias, stride, padding, dilation, groups)
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv2d(input, weight, bias, stride, padding, dilation, groups, saved=None):
+    """conv2d itself; when `saved` is a dict, it receives what the backward pass needs."""
     x4, unbatched, w, b, groups, out_channels = _conv_arrays("conv2d", input, weight, bias, groups, False)
     strides = pair(stride, "stride")
     positive(strides, "stride")
@@ -277,31 +329,42 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
     if out.size:
         _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups)
+    if saved is not None:
+        saved.update(strides=strides, before=before, padded=padded, dilations=dilations, groups=groups)
     return wrap(out[0] if unbatched else out, input)
+
+
+def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups):
+    """The phase planes of the (padded) input and each tap's offset in its group's planes (see
+    nbops/cpu/conv.py): (xs, offsets in (k, m, l) order, group_size, plane_w). `out_h` is the number of
+    output rows that will be read (the thrown-away columns of the last one read a little past the last
+    plane: the layout ends with enough zeros for them)."""
+    (sh, sw), (dh, dw) = strides, dilations
+    group_in, kh, kw = w_shape[1:]
+    plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
+    plane = plane_h * plane_w
+    k, m, l = np.meshgrid(np.arange(group_in), np.arange(kh), np.arange(kw), indexing="ij")
+    offsets = (((k * sh + (m * dh) % sh) * sw + (l * dw) % sw) * plane + (m * dh // sh) * plane_w + l * dw // sw).reshape(-1)
+    group_size = group_in * sh * sw * plane
+    need = (groups - 1) * group_size + out_h * plane_w + (int(offsets.max()) if offsets.size else 0)
+    slack = max(0, need - groups * group_size)
+    xs = _kernels("conv")._phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack)
+    return xs, offsets.astype(np.int64), group_size, plane_w
 
 
 def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     """Run conv2d through the phase planes (see nbops/cpu/conv.py): lay out the input, list each tap's
     offset in its group's planes, and pick the kernel by the size of an output plane."""
     kernels = _kernels("conv")
-    (sh, sw), (dh, dw) = strides, dilations
-    out_channels, group_in, kh, kw = w.shape
+    out_channels = w.shape[0]
     out_h = out.shape[2]
-    plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
-    plane = plane_h * plane_w
-    k, m, l = np.meshgrid(np.arange(group_in), np.arange(kh), np.arange(kw), indexing="ij")
-    offsets = (((k * sh + (m * dh) % sh) * sw + (l * dw) % sw) * plane + (m * dh // sh) * plane_w + l * dw // sw).reshape(-1)
-    group_size = group_in * sh * sw * plane
-    # the thrown-away columns of the last rows read up to one plane row past the last plane
-    need = (groups - 1) * group_size + out_h * plane_w + (int(offsets.max()) if offsets.size else 0)
-    slack = max(0, need - groups * group_size)
-    xs = kernels._phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack)
+    xs, offsets, group_size, plane_w = _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups)
     rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop
     # taps in the order of their offsets: with a stride, the taps reading one phase plane come together,
     # so the four taps of an inner loop read neighbouring memory (the same sum, in another order)
     order = np.argsort(offsets, kind="stable")
-    taps = contiguous(w.reshape(out_channels, group_in * kh * kw)[:, order])
-    offsets = offsets[order].astype(np.int64)
+    taps = contiguous(w.reshape(out_channels, -1)[:, order])
+    offsets = offsets[order]
     if out_h * plane_w <= _SMALL_PLANE:  # short loops for _conv2d_planes: gather and dot products instead
         kernels._conv2d_pixels(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w)
     else:
@@ -330,6 +393,13 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         [N, C_out, H_out, W_out] (or unbatched),
         H_out = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kH - 1) + output_padding[0] + 1.
     """
+    if _grad_wanted(input, weight, bias):
+        return _autograd().ConvTranspose2d.apply(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation, saved=None):
+    """conv_transpose2d itself; when `saved` is a dict, it receives what the backward pass needs."""
     x4, unbatched, w, b, groups, out_channels = _conv_arrays(
         "conv_transpose2d", input, weight, bias, groups, True
     )
@@ -361,6 +431,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
     if out.size:
         _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups)
+    if saved is not None:
+        saved.update(strides=strides, pads=pads, dilations=dilations, groups=groups)
     return wrap(out[0] if unbatched else out, input)
 
 
@@ -451,6 +523,13 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 def sigmoid(input):
     """out_i = 1 / (1 + exp(-input_i)), like torch.sigmoid: any shape, float32 or float64."""
+    if _grad_wanted(input):
+        return _autograd().Sigmoid.apply(input)
+    return _sigmoid(input)
+
+
+def _sigmoid(input, saved=None):
+    """sigmoid itself; when `saved` is a dict, it receives what the backward pass needs."""
     x = as_array(input, "input")
     out = np.empty(x.shape, dtype=x.dtype)
     if out.size:
@@ -514,6 +593,13 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
         zero) after scaling, a degenerate box counts as 1x1, empty bins give 0. A batch index outside
         [0, N - 1] is an IndexError (torchvision reads out of bounds there).
     """
+    if _grad_wanted(input):
+        return _autograd().RoIPool.apply(input, boxes, output_size, spatial_scale)
+    return _roi_pool(input, boxes, output_size, spatial_scale)
+
+
+def _roi_pool(input, boxes, output_size, spatial_scale, saved=None):
+    """roi_pool itself; when `saved` is a dict, it receives what the backward pass needs."""
     x = as_array(input, "input")
     if x.ndim != 4:
         raise ValueError(f"roi_pool: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
@@ -536,6 +622,9 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
             f"roi_pool: boxes[{k}] has batch index {rois[k, 0]}, outside [0, {batch - 1}] for input with "
             f"batch size {batch}"
         )
+    argmax = np.empty(out.shape, dtype=np.int64)  # where each max came from: the backward pass's route
+    if saved is not None:
+        saved.update(argmax=argmax, batch_index=batch_index, input_shape=x.shape, dtype=x.dtype)
     if out.size == 0:
         return wrap(out, input)
     # Corners in the input's dtype, as torchvision computes them; far-away corners are clipped so that the
@@ -547,7 +636,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     roi_h = np.maximum(y2 - y1 + 1, 1)
     h_start, h_end = _bin_edges(y1, roi_h, pooled_h, height, x.dtype)
     w_start, w_end = _bin_edges(x1, roi_w, pooled_w, width, x.dtype)
-    _kernels("roi")._roi_pool(contiguous(x), batch_index, h_start, h_end, w_start, w_end, out)
+    _kernels("roi")._roi_pool(contiguous(x), batch_index, h_start, h_end, w_start, w_end, out, argmax)
     return wrap(out, input)
 
 
@@ -576,6 +665,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     Returns:
         an array of input's shape: (x - mean) / sqrt(var + eps) * gamma + beta per channel.
     """
+    if _grad_wanted(input, weight, bias):
+        return _autograd().BatchNorm.apply(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps, saved=None):
+    """batch_norm itself; when `saved` is a dict, it receives what the backward pass needs."""
     x = as_array(input, "input")
     if x.ndim < 2:
         raise ValueError(f"batch_norm: input must have at least 2 dims (N, C, *), got shape {tuple(x.shape)}")
@@ -598,6 +694,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training and batch * length == 1:
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}")
     out = np.empty(x.shape, dtype=x.dtype)
+    if saved is not None:
+        saved.update(training=bool(training), eps=eps, dtype=x.dtype)
     if out.size == 0:
         return wrap(out, input)
     kernels = _kernels("normalization")
@@ -615,7 +713,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         rm_c = none if rm is None else contiguous(rm)
         rv_c = none if rv is None else contiguous(rv)
         train = kernels._train_by_channel_block if length < kernels.ROW else kernels._train_long_rows
-        train(x3, rm_c, rv_c, gamma, beta, momentum, eps, out3)  # (two kernels: each compiles only if used)
+        mean, var = np.empty(channels), np.empty(channels)  # the batch statistics (float64)
+        train(x3, rm_c, rv_c, gamma, beta, momentum, eps, out3, mean, var)  # (two kernels: each compiles only if used)
         for given, updated in ((rm, rm_c), (rv, rv_c)):
             if given is not None and updated is not given:
                 given[...] = updated
@@ -623,6 +722,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         mean = contiguous(vectors["running_mean"])
         var = contiguous(vectors["running_var"])
         kernels._batch_norm_apply(x3, mean, var, gamma, beta, eps, out3)
+    if saved is not None:  # copies: the running statistics may change before the backward pass
+        saved.update(mean=mean.astype(np.float64), invstd=1.0 / np.sqrt(var.astype(np.float64) + eps))
     return wrap(out, input)
 
 
@@ -671,6 +772,13 @@ def cross_entropy(
     Returns:
         a 0-d array, or for 'none' the per-position losses (target's shape without the class dim).
     """
+    if _grad_wanted(input, target, weight):
+        return _autograd().CrossEntropy.apply(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+    return _cross_entropy(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+
+
+def _cross_entropy(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, saved=None):
+    """cross_entropy itself; when `saved` is a dict, it receives what the backward pass needs."""
     reduction = reduction_mode(reduction, size_average, reduce)
     x = as_array(input, "input")
     t = as_array(target, "target", floating=False)
@@ -702,6 +810,8 @@ def cross_entropy(
             raise ValueError("cross_entropy: ignore_index is not supported for class-probability targets")
         dtype = np.result_type(x.dtype, t.dtype)  # float32 or float64: x is one of them
         losses = np.empty((batch, length))
+        if saved is not None:
+            saved.update(probabilities=True, reduction=reduction, smoothing=smoothing, denominator=float(losses.size))
         if losses.size:
             kernels._cross_entropy_prob(
                 _class_rows(x.astype(dtype, copy=False), batch, classes, length),
@@ -743,6 +853,11 @@ def cross_entropy(
         )
     if first_bad < losses.size:
         raise IndexError(f"cross_entropy: target {int(t2[first_bad])} is out of bounds for {classes} classes")
+    if saved is not None:
+        saved.update(
+            probabilities=False, reduction=reduction, smoothing=smoothing, ignore_index=ignore_index,
+            denominator=denominator,
+        )
     if reduction == "none":
         return wrap(losses.astype(x.dtype).reshape(out_shape), input)
     if reduction == "mean":
@@ -774,9 +889,18 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     Returns:
         a 0-d array, or for 'none' the element-wise losses in the broadcast shape.
     """
+    if _grad_wanted(input, target, weight):
+        return _autograd().MSELoss.apply(input, target, size_average, reduce, reduction, weight)
+    return _mse_loss(input, target, size_average, reduce, reduction, weight)
+
+
+def _mse_loss(input, target, size_average, reduce, reduction, weight, saved=None):
+    """mse_loss itself; when `saved` is a dict, it receives what the backward pass needs."""
     reduction = reduction_mode(reduction, size_average, reduce)
     x = as_array(input, "input")
     y = as_array(target, "target")
+    if saved is not None:
+        saved.update(reduction=reduction)
     try:
         shape = np.broadcast_shapes(x.shape, y.shape)
     except ValueError:
@@ -789,7 +913,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
             "This will likely lead to incorrect results due to broadcasting. "
             "Please ensure they have the same size.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # the user's call -> the public function -> its body
         )
     dtypes = [x.dtype, y.dtype]
     w = None
@@ -818,4 +942,6 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         denominator = float(xf.size)
     else:  # torch divides by sum(weight), over weight's own (input's) shape
         denominator = kernels._sum(contiguous(w).reshape(-1)) if w.size else 0.0
+    if saved is not None:
+        saved.update(denominator=denominator, mean=_divide(total, denominator))
     return wrap(_scalar(_divide(total, denominator), dtype), input)  # an empty input gives nan, as in torch

@@ -22,3 +22,15 @@ def _sigmoid(x, out, one):
         dst = out[b * CHUNK : (b + 1) * CHUNK]
         for i in range(src.size):
             dst[i] = one / (one + fast_exp(-src[i]))
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _sigmoid_backward(grad_out, out, grad_in, one):
+    """grad_input_i = grad_output_i * (1 - out_i) * out_i, from the forward output out = sigmoid(input)
+    (d sigmoid(x) / dx = sigmoid(x) * (1 - sigmoid(x))); `one` is 1 in the data's dtype."""
+    for b in prange((out.size + CHUNK - 1) // CHUNK):
+        dy = grad_out[b * CHUNK : (b + 1) * CHUNK]
+        y = out[b * CHUNK : (b + 1) * CHUNK]
+        dst = grad_in[b * CHUNK : (b + 1) * CHUNK]
+        for i in range(dst.size):
+            dst[i] = dy[i] * (one - y[i]) * y[i]

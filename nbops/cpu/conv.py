@@ -216,3 +216,61 @@ def _dots4x2(x0, x1, x2, x3, w0, w1, zero):
         a30 += x3[t] * v0
         a31 += x3[t] * v1
     return a00, a01, a10, a11, a20, a21, a30, a31
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gradients. The input gradient of conv2d is a transposed convolution of grad_output with the same
+# weight, and that of conv_transpose2d a convolution: functional.py's backward runs them through the
+# kernels above. The weight gradient correlates the input with grad_output, here, in the phase planes.
+# ---------------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
+def _conv2d_weight_grad(xs, grad_out, offsets, group_size, groups, plane_w, grad_taps):
+    """grad_weight(C_out_j, k, m, l) = sum_n sum_h sum_w grad_output(n, j, h, w)
+                      * input(n, g*C_in/groups + k, stride[0]*h - padding[0] + dilation[0]*m,
+                                                    stride[1]*w - padding[1] + dilation[1]*l)
+
+    (g the group of C_out_j, zero padding). In the phase planes xs of _phase_planes, with t = (k, m, l)
+    flattened and offsets(t) the tap's place in its group's planes:
+
+        grad_taps(j, t) = sum_n sum_h sum_w grad_output(n, j, h, w) * xs(n, g * group_size + offsets(t) + h*Wq + w)
+
+    A task is one output channel j: each row of grad_output is read once per sample and dotted with
+    the same row of every tap's input (a contiguous run: `reassoc` sums it in vector lanes, in the
+    data's dtype), and the row sums are added up in float64.
+    """
+    batch, out_channels, out_h, out_w = grad_out.shape
+    count = offsets.size
+    group_out = out_channels // groups
+    for j in prange(out_channels):
+        g = j // group_out
+        total = np.zeros(count)
+        zero = grad_out.dtype.type(0.0)
+        for n in range(batch):
+            src = xs[n, g * group_size :]
+            for h in range(out_h):
+                dy = grad_out[n, j, h]
+                for t in range(count):
+                    start = offsets[t] + h * plane_w
+                    s = src[start : start + out_w]
+                    row = zero
+                    for w in range(out_w):
+                        row += dy[w] * s[w]
+                    total[t] += row
+        for t in range(count):
+            grad_taps[j, t] = total[t]
+
+
+@njit(parallel=True, cache=True)
+def _channel_sums(grad_out, sums):
+    """sums(j) = sum_n sum_l grad_output(n, j, l) over an (N, C, L) array, in float64: the gradient of
+    a per-channel bias (one task per channel)."""
+    batch, channels, length = grad_out.shape
+    for j in prange(channels):
+        total = 0.0
+        for n in range(batch):
+            row = grad_out[n, j]
+            for l in range(length):
+                total += row[l]
+        sums[j] = total

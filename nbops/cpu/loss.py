@@ -202,3 +202,85 @@ def _squared_error_sum(x, y, weight, weighted):
     for b in range(blocks):
         total += partial[b]
     return total
+
+
+# --------------------------------------------------------------------------------------------- gradients
+
+
+@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _cross_entropy_class_backward(x, target, weight, ignore_index, label_smoothing, scale, grad):
+    """The gradient of _cross_entropy_class's loss(p) with respect to the logits x(p, c), times scale(p)
+    (the output's gradient, divided by the mean's denominator for reduction='mean'):
+
+        d loss(p) / d x(p, c) = p_c * ((1 - eps) * w(t) + eps / C * sum_c' w(c'))
+                                - (1 - eps) * w(t) * [c == t] - eps / C * w(c)
+
+    p_c = exp(log p_c) the softmax, t = target(p), w = weight (1 when empty); 0 for the whole row where
+    t == ignore_index. (From d(-log p_j)/d x(p, c) = p_c - [c == j], summed over the loss's terms.)
+    """
+    positions, classes = x.shape
+    weighted = weight.size > 0
+    weight_sum = 0.0
+    for c in range(classes):
+        weight_sum += weight[c] if weighted else 1.0
+    for p in prange(positions):
+        t = target[p]
+        dst = grad[p]
+        if t == ignore_index:
+            for c in range(classes):
+                dst[c] = 0.0
+            continue
+        row = x[p]
+        lse = _log_sum_exp(row)
+        s = scale[p]
+        w_t = weight[t] if weighted else 1.0
+        softmax_share = s * ((1.0 - label_smoothing) * w_t + label_smoothing / classes * weight_sum)
+        smooth = s * label_smoothing / classes
+        for c in range(classes):
+            w_c = weight[c] if weighted else 1.0
+            dst[c] = softmax_share * np.exp(np.float64(row[c] - lse)) - smooth * w_c
+        dst[t] -= s * (1.0 - label_smoothing) * w_t
+
+
+@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _cross_entropy_prob_backward(x, target, weight, label_smoothing, scale, grad_x, want_target, grad_target):
+    """The gradients of _cross_entropy_prob's loss(p) = -sum_c w(c) * q_c * log p_c, times scale(p):
+
+        d loss(p) / d x(p, c)      = p_c * sum_c' w(c') * q_c' - w(c) * q_c
+        d loss(p) / d target(p, c) = -(1 - eps) * w(c) * log p_c            (when want_target)
+
+    q_c = target(p, c) * (1 - eps) + eps / C, p_c the softmax of row p.
+    """
+    classes = x.shape[1]
+    for p in prange(x.shape[0]):
+        row = x[p]
+        lse = _log_sum_exp(row)
+        s = scale[p]
+        mass = 0.0
+        for c in range(classes):
+            mass += weight[c] * (target[p, c] * (1.0 - label_smoothing) + label_smoothing / classes)
+        for c in range(classes):
+            q = target[p, c] * (1.0 - label_smoothing) + label_smoothing / classes
+            grad_x[p, c] = s * (np.exp(np.float64(row[c] - lse)) * mass - weight[c] * q)
+            if want_target:
+                grad_target[p, c] = -s * (1.0 - label_smoothing) * weight[c] * (row[c] - lse)
+
+
+@njit(parallel=True, cache=True)
+def _squared_error_backward(x, y, weight, weighted, scale, per_element, grad_x, want_weight, grad_weight):
+    """The gradients of l_n = w_n * (x_n - y_n)^2 (w_n = 1 when not weighted), times s_n = scale(n)
+    (per_element) or scale(0):
+
+        d l / d x_n = 2 * w_n * (x_n - y_n) * s_n          (and d l / d y_n = -d l / d x_n)
+        d l / d w_n = (x_n - y_n)^2 * s_n                   (when want_weight)
+
+    (The weighted mean sum(l) / sum(w) adds -mean / sum(w) to each weight's gradient: the caller does,
+    once per weight element, after summing over broadcast copies.)
+    """
+    for b in prange((x.size + CHUNK - 1) // CHUNK):
+        for n in range(b * CHUNK, min(x.size, (b + 1) * CHUNK)):
+            s = scale[n] if per_element else scale[0]
+            d = x[n] - y[n]
+            grad_x[n] = 2.0 * (weight[n] if weighted else 1.0) * d * s
+            if want_weight:
+                grad_weight[n] = d * d * s

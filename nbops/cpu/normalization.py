@@ -74,13 +74,14 @@ def _update_running(running_mean, running_var, j, mean, var, momentum, n):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _train_by_channel_block(x, running_mean, running_var, weight, bias, momentum, eps, out):
+def _train_by_channel_block(x, running_mean, running_var, weight, bias, momentum, eps, out, mean, var):
     """Training with short rows (normalise with the batch statistics, update the running ones when
     given, i.e. non-empty): a task per block of channels, over all samples, computes
 
         mean(C_j) = 1/(N*L) sum_{i,l} x(i, j, l),   var(C_j) = 1/(N*L) sum_{i,l} (x(i, j, l) - mean(C_j))^2
 
-    in float64, updates the running statistics (_update_running), and then normalises its channels
+    in float64 (into mean and var), updates the running statistics (_update_running), and then
+    normalises its channels
     as _batch_norm_apply does. A block's values (all N samples of
     about SPAN flat positions) are read from memory once and twice more from cache: for the variance
     (centred on the mean, in the input's dtype) and for the output; per-position sums run across
@@ -91,8 +92,6 @@ def _train_by_channel_block(x, running_mean, running_var, weight, bias, momentum
     flat_out = out.reshape((batch, channels * length))
     per_block = max(1, SPAN // length)
     count = batch * length
-    mean = np.empty(channels)
-    var = np.empty(channels)
     for b in prange((channels + per_block - 1) // per_block):
         j0 = b * per_block
         j1 = min(channels, j0 + per_block)
@@ -144,12 +143,10 @@ def _combine(partial, count, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _train_long_rows(x, running_mean, running_var, weight, bias, momentum, eps, out):
+def _train_long_rows(x, running_mean, running_var, weight, bias, momentum, eps, out, mean, var):
     """Training with long rows: the same results as _train_by_channel_block, from partial sums per
     (i, j) row in parallel, combined per channel in order (float64), then _batch_norm_apply."""
     batch, channels, length = x.shape
-    mean = np.empty(channels)
-    var = np.empty(channels)
     _combine(_partial_sums(x, np.zeros(channels), False), batch * length, mean)
     _combine(_partial_sums(x, mean, True), batch * length, var)
     if running_mean.size:
@@ -198,3 +195,51 @@ def _batch_norm_apply(x, mean, var, weight, bias, eps, out):
                 dst = flat_out[i]
                 for e in range(width):
                     dst[e] = src[e] * scale_flat[e] + shift_flat[e]
+
+
+@njit(parallel=True, cache=True)
+def _batch_norm_backward(x, grad_out, mean, invstd, weight, batch_stats, grad_in, grad_weight, grad_bias):
+    """The gradients of y(i, j, l) = xhat(i, j, l) * gamma(C_j) + beta(C_j), xhat = (x - mean(C_j)) * invstd(C_j),
+    invstd = 1 / sqrt(var + eps), over M = N * L values per channel:
+
+        grad_bias(C_j)   = sum_{i,l} grad_output(i, j, l)
+        grad_weight(C_j) = sum_{i,l} grad_output(i, j, l) * xhat(i, j, l)
+        grad_input(i, j, l) = gamma(C_j) * invstd(C_j) * (grad_output(i, j, l)
+                               - (grad_bias(C_j) + xhat(i, j, l) * grad_weight(C_j)) / M)
+
+    with the batch statistics (training: mean and var depend on the input); with fixed statistics
+    (evaluation: the running ones, batch_stats False) the bracket is grad_output alone. gamma is 1
+    where weight is empty. A task per channel; sums in float64.
+    """
+    batch, channels, length = x.shape
+    count = batch * length
+    for j in prange(channels):
+        mu = mean[j]
+        inv = invstd[j]
+        sum_dy = 0.0
+        sum_dy_xc = 0.0
+        for i in range(batch):
+            src = x[i, j]
+            dy = grad_out[i, j]
+            for l in range(length):
+                sum_dy += dy[l]
+                sum_dy_xc += dy[l] * (src[l] - mu)
+        grad_bias[j] = sum_dy
+        grad_weight[j] = sum_dy_xc * inv
+        k = (np.float64(weight[j]) if weight.size else 1.0) * inv
+        if batch_stats:
+            a = sum_dy / count
+            b = sum_dy_xc * inv * inv / count  # grad_weight / M, times invstd for xhat
+            for i in range(batch):
+                src = x[i, j]
+                dy = grad_out[i, j]
+                dst = grad_in[i, j]
+                for l in range(length):
+                    dst[l] = k * (dy[l] - a - (src[l] - mu) * b)
+        else:
+            scale = grad_out.dtype.type(k)
+            for i in range(batch):
+                dy = grad_out[i, j]
+                dst = grad_in[i, j]
+                for l in range(length):
+                    dst[l] = dy[l] * scale

@@ -221,3 +221,56 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
             for ow in range(out_w):  # branch-free, so that it vectorises
                 divisor = row_count * col_count[ow]
                 row[ow] = row[ow] / (divisor if divisor != 0 else 1)
+
+
+@njit(parallel=True, cache=True)
+def _max_pool2d_backward(grad_out, indices, grad_in):
+    """grad_input(N_i, C_j, h, w) = sum over the outputs o of plane (N_i, C_j) whose max was input(N_i, C_j, h, w)
+                                      (indices(N_i, C_j, o) = h * W + w) of grad_output(N_i, C_j, o)
+
+    over flat planes: grad_out and indices (P, H_out * W_out), grad_in (P, H * W). A task is one plane:
+    overlapping windows that share their max add into the same element, within the task.
+    """
+    for p in prange(grad_in.shape[0]):
+        dst = grad_in[p]
+        for e in range(dst.size):
+            dst[e] = 0.0
+        src = grad_out[p]
+        at = indices[p]
+        for o in range(src.size):
+            dst[at[o]] += src[o]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _avg_pool2d_backward(grad_out, grad_in, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
+    """grad_input(N_i, C_j, h, w) = sum over the windows (oh, ow) that hold input(N_i, C_j, h, w) of
+                                      grad_output(N_i, C_j, oh, ow) / divisor(oh, ow)
+
+    with the forward pass's windows and divisors (_divisor); (P, H_out, W_out) -> (P, H, W), a task per
+    plane, each window's share added to its in-bounds elements (padding receives nothing).
+    """
+    planes, height, width = grad_in.shape
+    out_h, out_w = grad_out.shape[1], grad_out.shape[2]
+    for p in prange(planes):
+        dst = grad_in[p]
+        for ih in range(height):
+            for iw in range(width):
+                dst[ih, iw] = 0.0
+        for oh in range(out_h):
+            h0 = oh * sh - ph
+            h1 = min(h0 + kh, height + ph)
+            ih0 = max(h0, 0)
+            ih1 = min(h1, height)
+            for ow in range(out_w):
+                w0 = ow * sw - pw
+                w1 = min(w0 + kw, width + pw)
+                iw0 = max(w0, 0)
+                iw1 = min(w1, width)
+                if ih0 >= ih1 or iw0 >= iw1:
+                    continue
+                divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
+                share = grad_out[p, oh, ow] / grad_out.dtype.type(divisor)  # in the data's dtype, as torch
+                for ih in range(ih0, ih1):
+                    row = dst[ih]
+                    for iw in range(iw0, iw1):
+                        row[iw] += share

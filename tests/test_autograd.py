@@ -1,0 +1,418 @@
+"""Gradients: nbops' backward kernels through torch autograd against torch's own gradients, and
+torch.autograd.gradcheck (finite differences of nbops' forward) in float64."""
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_pool as tv_roi_pool
+
+import nbops
+from reference import DTYPES, SUM_TOL, assert_same, distinct, randn
+from test_conv import CONV_CASES, CONVT_CASES
+from test_pooling import AVG_CASES, MAX_CASES
+from test_roi import _boxes
+
+
+def leaf(t):
+    return t.detach().clone().requires_grad_()
+
+
+def compare_grads(nbops_fn, torch_fn, inputs, tol=None, seed=7):
+    """Run both functions on copies of `inputs` (leaves that require grad where the tensor does), feed
+    the same random grad_output to both, and compare outputs and every input's gradient."""
+    ours = [leaf(t) if isinstance(t, torch.Tensor) and t.requires_grad else t for t in inputs]
+    theirs = [leaf(t) if isinstance(t, torch.Tensor) and t.requires_grad else t for t in inputs]
+    out = nbops_fn(*ours)
+    expected = torch_fn(*theirs)
+    assert out.grad_fn is not None, "nbops' result is not part of the autograd graph"
+    assert_same(out.detach(), expected.detach(), tol)
+    grad_output = randn(tuple(expected.shape), expected.dtype, seed=seed)
+    out.backward(grad_output)
+    expected.backward(grad_output)
+    checked = 0
+    for mine, ref in zip(ours, theirs):
+        if isinstance(ref, torch.Tensor) and ref.requires_grad:
+            assert mine.grad is not None
+            assert_same(mine.grad, ref.grad, tol)
+            checked += 1
+    assert checked
+
+
+def requiring(t):
+    return t.requires_grad_()
+
+
+# ------------------------------------------------------------------------------------------- convolution
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv2d_gradients_match_torch(case, batched, dtype):
+    cin, cout, k, s, p, d, g, has_bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = requiring(randn((2, cin, 9, 10) if batched else (cin, 9, 10), dtype, seed=1))
+    w = requiring(randn((cout, cin // g, kh, kw), dtype, seed=2))
+    b = requiring(randn((cout,), dtype, seed=3)) if has_bias else None
+    compare_grads(
+        lambda x, w, b: nbops.conv2d(x, w, b, s, p, d, g),
+        lambda x, w, b: F.conv2d(x, w, b, s, p, d, g),
+        [x, w, b],
+        SUM_TOL[dtype],
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONVT_CASES)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv_transpose2d_gradients_match_torch(case, batched, dtype):
+    cin, cout, k, s, p, op, g, d, has_bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = requiring(randn((2, cin, 6, 7) if batched else (cin, 6, 7), dtype, seed=1))
+    w = requiring(randn((cin, cout // g, kh, kw), dtype, seed=2))
+    b = requiring(randn((cout,), dtype, seed=3)) if has_bias else None
+    compare_grads(
+        lambda x, w, b: nbops.conv_transpose2d(x, w, b, s, p, op, g, d),
+        lambda x, w, b: F.conv_transpose2d(x, w, b, s, p, op, g, d),
+        [x, w, b],
+        SUM_TOL[dtype],
+    )
+
+
+@pytest.mark.parametrize("which", ["input", "weight", "bias"])
+def test_conv_gradient_of_one_argument_only(which):
+    """Only the gradients autograd asks for are computed, and they are right on their own."""
+    x, w, b = randn((2, 3, 8, 8)), randn((4, 3, 3, 3), seed=1), randn((4,), seed=2)
+    {"input": x, "weight": w, "bias": b}[which].requires_grad_()
+    compare_grads(lambda x, w, b: nbops.conv2d(x, w, b, padding=1), lambda x, w, b: F.conv2d(x, w, b, padding=1), [x, w, b], SUM_TOL[torch.float32])
+    compare_grads(  # (C_in, C_out, kH, kW) = (4, 3, 3, 3): input with 4 channels, bias of 3
+        lambda x, w, b: nbops.conv_transpose2d(x, w, b[:3], stride=2),
+        lambda x, w, b: F.conv_transpose2d(x, w, b[:3], stride=2),
+        [randn((2, 4, 5, 5), seed=3).requires_grad_(which == "input"), w, b],
+        SUM_TOL[torch.float32],
+    )
+
+
+def test_conv_gradients_on_small_and_large_planes():
+    """Both forward kernels (gathered pixels for small planes, whole planes for large ones) on the way
+    back, and a weight gradient over many rows."""
+    for shape in [(2, 8, 6, 6), (1, 4, 40, 37)]:
+        x = requiring(randn(shape, seed=4))
+        w = requiring(randn((6, shape[1], 3, 3), seed=5))
+        compare_grads(
+            lambda x, w: nbops.conv2d(x, w, None, 1, 1),
+            lambda x, w: F.conv2d(x, w, None, 1, 1),
+            [x, w],
+            SUM_TOL[torch.float32],
+        )
+
+
+# ----------------------------------------------------------------------------------------------- pooling
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MAX_CASES)
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (3, 8, 7)])
+def test_max_pool2d_gradients_match_torch(case, shape, dtype):
+    k, s, p, d, ceil = case
+    x = requiring(distinct(shape, dtype))
+    compare_grads(lambda x: nbops.max_pool2d(x, k, s, p, d, ceil), lambda x: F.max_pool2d(x, k, s, p, d, ceil), [x])
+
+    def first(fn):
+        return lambda x: fn(x, k, s, p, d, ceil, return_indices=True)[0]
+
+    compare_grads(first(nbops.max_pool2d), first(F.max_pool2d), [x])
+
+
+def test_max_pool2d_indices_are_not_differentiable():
+    x = requiring(distinct((1, 2, 6, 6)))
+    out, indices = nbops.max_pool2d(x, 2, return_indices=True)
+    assert out.requires_grad and not indices.requires_grad and indices.dtype == torch.int64
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", AVG_CASES)
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (3, 8, 7)])
+def test_avg_pool2d_gradients_match_torch(case, shape, dtype):
+    k, s, p, ceil, cip, div = case
+    x = requiring(randn(shape, dtype))
+    compare_grads(
+        lambda x: nbops.avg_pool2d(x, k, s, p, ceil, cip, div),
+        lambda x: F.avg_pool2d(x, k, s, p, ceil, cip, div),
+        [x],
+    )
+
+
+# ------------------------------------------------------------------------------------ activation, RoI
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_gradient_matches_torch(dtype):
+    x = randn((3, 70000), dtype) * 8  # several chunks of the kernel
+    x[0, :4] = torch.tensor([-200.0, 200.0, 0.0, -88.5], dtype=dtype)
+    compare_grads(nbops.sigmoid, torch.sigmoid, [requiring(x)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flatten_gradient_matches_torch(dtype):
+    x = requiring(randn((2, 3, 4, 5), dtype))
+    for start, end in [(1, -1), (0, 2), (2, 2)]:
+        compare_grads(lambda x: nbops.flatten(x, start, end) * 2, lambda x: torch.flatten(x, start, end) * 2, [x])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("output_size,spatial_scale", [(1, 1.0), ((3, 2), 0.5), (7, 1 / 16), ((5, 9), 0.3)])
+def test_roi_pool_gradient_matches_torchvision(output_size, spatial_scale, dtype):
+    x = requiring(distinct((2, 3, 12, 15), dtype))
+    rois = _boxes(20, 12, 15, 2, dtype, scale=spatial_scale)  # overlapping boxes: gradients add up
+    compare_grads(
+        lambda x: nbops.roi_pool(x, rois, output_size, spatial_scale),
+        lambda x: tv_roi_pool(x, rois, output_size, spatial_scale),
+        [x],
+    )
+    per_image = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    compare_grads(
+        lambda x: nbops.roi_pool(x, per_image, output_size, spatial_scale),
+        lambda x: tv_roi_pool(x, per_image, output_size, spatial_scale),
+        [x],
+    )
+
+
+# -------------------------------------------------------------------------------------------- batch norm
+
+
+BN_SHAPES = [(8, 5), (4, 3, 7), (3, 4, 5, 6), (2, 3, 20, 16)]  # the last has long rows (its own kernel)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_gradients_match_torch(shape, training, affine, dtype):
+    channels = shape[1]
+    x = requiring(randn(shape, dtype) * 3 + 1)
+    w = requiring(randn((channels,), dtype, seed=1)) if affine else None
+    b = requiring(randn((channels,), dtype, seed=2)) if affine else None
+    stats = {}
+
+    def run(fn, key):
+        def call(x, w, b):
+            stats[key] = (torch.linspace(-1, 1, channels, dtype=dtype), torch.linspace(0.5, 2, channels, dtype=dtype))
+            return fn(x, *stats[key], w, b, training, 0.1, 1e-5)
+
+        return call
+
+    compare_grads(run(nbops.batch_norm, "nbops"), run(F.batch_norm, "torch"), [x, w, b], SUM_TOL[dtype])
+    for ours, theirs in zip(stats["nbops"], stats["torch"]):  # the running statistics, updated once
+        assert_same(ours, theirs, SUM_TOL[dtype])
+
+
+def test_batch_norm_training_without_running_statistics():
+    x = requiring(randn((6, 4, 3, 3)))
+    w, b = requiring(randn((4,), seed=1)), requiring(randn((4,), seed=2))
+    compare_grads(
+        lambda x, w, b: nbops.batch_norm(x, None, None, w, b, True),
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, True),
+        [x, w, b],
+        SUM_TOL[torch.float32],
+    )
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+CE_CASES = [  # (input shape, weight, ignore_index, label_smoothing, reduction)
+    ((6, 5), False, -100, 0.0, "mean"),
+    ((6, 5), True, -100, 0.0, "mean"),
+    ((6, 5), True, 2, 0.0, "mean"),
+    ((6, 5), True, 2, 0.2, "mean"),
+    ((6, 5), False, 1, 0.1, "sum"),
+    ((6, 5), True, 3, 0.3, "none"),
+    ((5,), True, -100, 0.1, "mean"),
+    ((3, 4, 2, 3), True, 0, 0.15, "mean"),
+    ((3, 4, 5), False, -100, 0.0, "none"),
+    ((3, 4, 5), True, 1, 0.0, "sum"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CE_CASES)
+def test_cross_entropy_class_index_gradient_matches_torch(case, dtype):
+    shape, weighted, ignore_index, smoothing, reduction = case
+    classes = shape[0] if len(shape) == 1 else shape[1]
+    x = requiring(randn(shape, dtype) * 3)
+    target_shape = () if len(shape) == 1 else (shape[0],) + shape[2:]
+    target = torch.randint(0, classes, target_shape, generator=torch.Generator().manual_seed(1))
+    weight = torch.rand(classes, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype) if weighted else None
+    kwargs = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing)
+    compare_grads(lambda x: nbops.cross_entropy(x, target, **kwargs), lambda x: F.cross_entropy(x, target, **kwargs), [x], SUM_TOL[dtype])
+
+
+def test_cross_entropy_gradient_when_every_target_is_ignored():
+    x = requiring(randn((4, 3)))
+    target = torch.full((4,), 2)
+    ours = nbops.cross_entropy(leaf(x), target, ignore_index=2)
+    assert torch.isnan(ours)
+    mine = leaf(x)
+    nbops.cross_entropy(mine, target, ignore_index=2, label_smoothing=0.1).backward()
+    theirs = leaf(x)
+    F.cross_entropy(theirs, target, ignore_index=2, label_smoothing=0.1).backward()
+    assert_same(mine.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 5), (5,), (2, 4, 3, 2)])
+@pytest.mark.parametrize("weighted,smoothing,reduction", [(False, 0.0, "mean"), (True, 0.2, "sum"), (True, 0.0, "none"), (False, 0.3, "mean")])
+def test_cross_entropy_probability_gradients_match_torch(shape, weighted, smoothing, reduction, dtype):
+    classes = shape[0] if len(shape) == 1 else shape[1]
+    x = requiring(randn(shape, dtype) * 2)
+    target = requiring(torch.softmax(randn(shape, dtype, seed=3), dim=0 if len(shape) == 1 else 1))
+    weight = torch.linspace(0.5, 1.5, classes, dtype=dtype) if weighted else None
+    kwargs = dict(weight=weight, reduction=reduction, label_smoothing=smoothing)
+    compare_grads(
+        lambda x, t: nbops.cross_entropy(x, t, **kwargs), lambda x, t: F.cross_entropy(x, t, **kwargs), [x, target], SUM_TOL[dtype]
+    )
+
+
+MSE_CASES = [  # (input shape, target shape, weighted, reduction)
+    ((4, 5), (4, 5), False, "mean"),
+    ((4, 5), (4, 5), False, "sum"),
+    ((4, 5), (4, 5), False, "none"),
+    ((4, 5), (4, 5), True, "mean"),
+    ((4, 5), (4, 5), True, "sum"),
+    ((4, 5), (4, 5), True, "none"),
+    ((4, 1), (3, 4, 5), False, "mean"),  # broadcasting both ways
+    ((4, 1), (4, 5), True, "mean"),  # a weight broadcast over target's columns
+    ((70000,), (70000,), True, "mean"),  # several chunks
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MSE_CASES)
+def test_mse_loss_gradients_match_torch(case, dtype):
+    x_shape, y_shape, weighted, reduction = case
+    x = requiring(randn(x_shape, dtype))
+    y = requiring(randn(y_shape, dtype, seed=1))
+    w = requiring(torch.rand(x_shape, generator=torch.Generator().manual_seed(2), dtype=dtype)) if weighted else None
+    with pytest.warns(UserWarning) if x_shape != y_shape else contextlib.nullcontext():
+        compare_grads(
+            lambda x, y, w: nbops.mse_loss(x, y, reduction=reduction, weight=w),
+            lambda x, y, w: F.mse_loss(x, y, reduction=reduction, weight=w),
+            [x, y, w],
+            SUM_TOL[dtype],
+        )
+
+
+def test_mse_loss_gradient_with_mixed_dtypes():
+    x = requiring(randn((3, 4), torch.float32))
+    y = requiring(randn((3, 4), torch.float64, seed=1))
+    compare_grads(nbops.mse_loss, F.mse_loss, [x, y], SUM_TOL[torch.float32])
+
+
+# ------------------------------------------------------------------------------ gradcheck (float64)
+
+
+def _gradcheck(fn, *inputs):
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_gradcheck_convolutions():
+    x = requiring(randn((2, 4, 6, 5), torch.float64))
+    w = requiring(randn((6, 2, 3, 2), torch.float64, seed=1))
+    b = requiring(randn((6,), torch.float64, seed=2))
+    _gradcheck(lambda x, w, b: nbops.conv2d(x, w, b, (2, 1), 1, (1, 2), 2), x, w, b)
+    _gradcheck(lambda x, w, b: nbops.conv2d(x, w, b, 1, "same", 2, 2), x, w, b)
+    wt = requiring(randn((4, 3, 3, 2), torch.float64, seed=3))
+    _gradcheck(lambda x, w, b: nbops.conv_transpose2d(x, w, b, 2, 1, (1, 0), 2, 1), x, wt, b)
+
+
+def test_gradcheck_pooling_and_roi():
+    x = requiring(distinct((2, 3, 7, 8), torch.float64))
+    _gradcheck(lambda x: nbops.max_pool2d(x, 3, 2, 1, 1, True), x)
+    _gradcheck(lambda x: nbops.max_pool2d(x, (2, 3), 1, 0, (2, 1)), x)
+    _gradcheck(lambda x: nbops.avg_pool2d(x, 3, 2, 1, True, False), x)
+    _gradcheck(lambda x: nbops.avg_pool2d(x, 2, 1, 1, False, True, 3), x)
+    rois = _boxes(6, 7, 8, 2, torch.float64)
+    _gradcheck(lambda x: nbops.roi_pool(x, rois, (3, 2), 1.0), x)
+
+
+def test_gradcheck_elementwise_and_normalization():
+    x = requiring(randn((3, 4, 5), torch.float64))
+    _gradcheck(nbops.sigmoid, x)
+    _gradcheck(lambda x: nbops.flatten(x, 1), x)
+    w, b = requiring(randn((4,), torch.float64, seed=1)), requiring(randn((4,), torch.float64, seed=2))
+    _gradcheck(lambda x, w, b: nbops.batch_norm(x, None, None, w, b, True), x, w, b)
+    mean, var = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    _gradcheck(lambda x, w, b: nbops.batch_norm(x, mean, var, w, b, False), x, w, b)
+
+
+def test_gradcheck_losses():
+    x = requiring(randn((5, 4, 3), torch.float64))
+    target = torch.tensor([[0, 1, 3], [2, 2, 0], [3, 1, 1], [0, 0, 2], [1, 3, 3]])
+    weight = torch.tensor([0.5, 1.0, 2.0, 1.5], dtype=torch.float64)
+    _gradcheck(lambda x: nbops.cross_entropy(x, target, weight, ignore_index=1, label_smoothing=0.1), x)
+    probs = requiring(torch.softmax(randn((5, 4, 3), torch.float64, seed=1), dim=1))
+    _gradcheck(lambda x, t: nbops.cross_entropy(x, t, weight, reduction="sum", label_smoothing=0.2), x, probs)
+    y = requiring(randn((5, 4, 3), torch.float64, seed=2))
+    w = requiring(torch.rand((5, 4, 3), dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    _gradcheck(lambda x, y, w: nbops.mse_loss(x, y, weight=w), x, y, w)
+    _gradcheck(lambda x, y: nbops.mse_loss(x, y, reduction="none"), x, y)
+
+
+# ----------------------------------------------------------------------------------------------- rules
+
+
+def test_results_without_grad_stay_plain():
+    x = randn((1, 2, 4, 4)).requires_grad_()
+    with torch.no_grad():
+        assert nbops.max_pool2d(x, 2).grad_fn is None
+    assert nbops.max_pool2d(x.detach(), 2).grad_fn is None
+    assert isinstance(nbops.sigmoid(np.zeros(3)), np.ndarray)
+
+
+def test_gradient_of_a_gradient_is_a_clear_error():
+    x = requiring(randn((2, 3), torch.float64))
+    (grad,) = torch.autograd.grad(nbops.sigmoid(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|twice"):
+        grad.sum().backward()
+
+
+def test_ndarray_input_with_a_weight_that_requires_grad_is_a_type_error():
+    with pytest.raises(TypeError, match="input must be a torch.Tensor"):
+        nbops.conv2d(np.zeros((1, 1, 3, 3), np.float32), torch.zeros(1, 1, 2, 2, requires_grad=True))
+
+
+def test_cross_entropy_weight_that_requires_grad_is_refused():
+    with pytest.raises(RuntimeError, match="weight"):
+        nbops.cross_entropy(randn((3, 4)).requires_grad_(), torch.tensor([0, 1, 2]), torch.ones(4, requires_grad=True))
+
+
+def test_input_changed_in_place_before_backward_is_an_error():
+    x = requiring(randn((2, 3, 5, 5)))
+    w = requiring(randn((4, 3, 3, 3)))
+    xi = x * 1
+    out = nbops.conv2d(xi, w)
+    xi.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_backward_does_not_modify_saved_tensors():
+    x = requiring(randn((4, 3, 5, 5)))
+    w = requiring(randn((3,)))
+    before = x.detach().clone()
+    nbops.batch_norm(x, None, None, w, None, True).square().sum().backward()
+    assert torch.equal(x.detach(), before)
+
+
+def test_gradients_are_the_leaves_dtype_and_shape():
+    for dtype in DTYPES:
+        x = requiring(randn((3, 5, 5), dtype))  # unbatched
+        w = requiring(randn((2, 3, 3, 3), dtype))
+        nbops.conv2d(x, w, padding=1).sum().backward()
+        assert x.grad.shape == x.shape and x.grad.dtype == dtype
+        assert w.grad.shape == w.shape and w.grad.dtype == dtype
+
