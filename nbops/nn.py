@@ -1,0 +1,166 @@
+"""nn modules whose forward passes run on nbops: drop-in twins of torch.nn / torchvision.ops modules.
+
+Each class subclasses its torch twin and replaces only `forward`, so constructor arguments, parameters,
+buffers, initialisation, `state_dict` keys, `repr` and `isinstance` checks are torch's own: a state_dict
+loads either way, and a model can swap one for the other. The computation, forward and backward (through
+nbops.autograd), is nbops'.
+
+    import nbops.nn as nnb
+    model = torch.nn.Sequential(nnb.Conv2d(1, 8, 3, padding=1), nnb.BatchNorm2d(8), nnb.Sigmoid())
+
+Importing this module imports torch (and torchvision for RoIPool); `import nbops` does not.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import functional as F
+
+try:  # torchvision's RoIPool is the twin when torchvision is there
+    from torchvision.ops import RoIPool as _TorchRoIPool
+except ImportError:  # pragma: no cover - torchvision is a test dependency
+
+    class _TorchRoIPool(nn.Module):
+        def __init__(self, output_size, spatial_scale: float):
+            super().__init__()
+            self.output_size = output_size
+            self.spatial_scale = spatial_scale
+
+        def __repr__(self) -> str:
+            return f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale})"
+
+
+__all__ = [
+    "Conv2d",
+    "ConvTranspose2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Flatten",
+    "Sigmoid",
+    "CrossEntropyLoss",
+    "MSELoss",
+    "RoIPool",
+]
+
+
+class Conv2d(nn.Conv2d):
+    """torch.nn.Conv2d computed by nbops.conv2d. padding_mode other than 'zeros' ('reflect',
+    'replicate', 'circular') pads with torch.nn.functional.pad first, as torch.nn.Conv2d does."""
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            padded = nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """torch.nn.ConvTranspose2d computed by nbops.conv_transpose2d (output_size picks output_padding,
+    as in torch)."""
+
+    def forward(self, input, output_size=None):
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+        )
+        return F.conv_transpose2d(
+            input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+        )
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """torch.nn.MaxPool2d computed by nbops.max_pool2d."""
+
+    def forward(self, input):
+        return F.max_pool2d(
+            input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
+        )
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """torch.nn.AvgPool2d computed by nbops.avg_pool2d."""
+
+    def forward(self, input):
+        return F.avg_pool2d(
+            input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+            self.divisor_override,
+        )
+
+
+class _BatchNorm:
+    """The forward pass of torch's batch norm modules, on nbops.batch_norm: batch statistics in
+    training (updating the running ones when tracked, by `momentum` or, when it is None, by a
+    cumulative average over num_batches_tracked), the running statistics in evaluation when tracked."""
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
+        tracked = not self.training or self.track_running_stats
+        return F.batch_norm(
+            input,
+            self.running_mean if tracked else None,
+            self.running_var if tracked else None,
+            self.weight,
+            self.bias,
+            use_batch_statistics,
+            momentum,
+            self.eps,
+        )
+
+
+class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):
+    """torch.nn.BatchNorm1d computed by nbops.batch_norm: (N, C) or (N, C, L) input."""
+
+
+class BatchNorm2d(_BatchNorm, nn.BatchNorm2d):
+    """torch.nn.BatchNorm2d computed by nbops.batch_norm: (N, C, H, W) input."""
+
+
+class Flatten(nn.Flatten):
+    """torch.nn.Flatten through nbops.flatten (a view where the strides allow one)."""
+
+    def forward(self, input):
+        return F.flatten(input, self.start_dim, self.end_dim)
+
+
+class Sigmoid(nn.Sigmoid):
+    """torch.nn.Sigmoid computed by nbops.sigmoid."""
+
+    def forward(self, input):
+        return F.sigmoid(input)
+
+
+class CrossEntropyLoss(nn.CrossEntropyLoss):
+    """torch.nn.CrossEntropyLoss computed by nbops.cross_entropy (weight, ignore_index, reduction and
+    label_smoothing as given to the constructor)."""
+
+    def forward(self, input, target):
+        return F.cross_entropy(
+            input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+class MSELoss(nn.MSELoss):
+    """torch.nn.MSELoss computed by nbops.mse_loss."""
+
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class RoIPool(_TorchRoIPool):
+    """torchvision.ops.RoIPool computed by nbops.roi_pool: forward(input, rois) with rois a Tensor[K, 5]
+    or a list of Tensor[L, 4]."""
+
+    def forward(self, input, rois):
+        return F.roi_pool(input, rois, self.output_size, self.spatial_scale)
+
