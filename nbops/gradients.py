@@ -87,7 +87,15 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
         grad[...] = 0
     else:
         xs, offsets, group_size, plane_w = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups)
-        _kernels("conv")._conv2d_weight_grad(xs, grad4, offsets, group_size, groups, plane_w, grad)
+        # grad_output on the planes' flat index h * Wq + w (zeros in the columns past W_out): each
+        # (sample, channel, tap) is then one long dot product
+        batch, channels, out_h, out_w = grad4.shape
+        grad_rows = np.zeros((batch, channels, rows, plane_w), dtype=grad4.dtype)
+        grad_rows[:, :, :out_h, :out_w] = grad4[:, :, :rows]
+        kernels = _kernels("conv")
+        kernels._conv2d_weight_grad(xs, grad_rows.reshape(batch, channels, -1), offsets, group_size, groups, grad)
+        if not np.isfinite(grad).all():  # an inf input may have met a thrown-away column's 0: sum exactly
+            kernels._conv2d_weight_grad_rows(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
     return grad.reshape(weight_shape)
 
 
@@ -104,7 +112,8 @@ def conv2d_backward(grad_output, input, weight, saved: dict, needs=(True, True, 
     """(grad_input, grad_weight, grad_bias) of conv2d, each only where `needs` says so.
 
     grad_input(n, i) = sum_j weight(j, i') (*T) grad_output(n, j): the transposed convolution with the
-    same stride, dilation and groups, computed over the padded input and cropped to it.
+    same stride, dilation and groups, computed over the padded input and cropped to it; with stride 1,
+    the same sum as a convolution of the padded grad_output with the kernel turned round.
     """
     x4 = _batched(input, 4)
     gy = _batched(grad_output, 4)
@@ -116,13 +125,28 @@ def conv2d_backward(grad_output, input, weight, saved: dict, needs=(True, True, 
     grad_input = grad_weight = grad_bias = None
     if needs[0]:
         kh, kw = w.shape[2], w.shape[3]
-        reach = ((out_h - 1) * strides[0] + dilations[0] * (kh - 1) + 1, (out_w - 1) * strides[1] + dilations[1] * (kw - 1) + 1)
-        full = np.zeros((batch, in_channels) + padded, dtype=x4.dtype)  # rows past the last window get 0
-        if gy.size:
+        extent = (dilations[0] * (kh - 1), dilations[1] * (kw - 1))
+        after = (padded[0] - height - before[0], padded[1] - width - before[1])
+        zeros = np.zeros(in_channels, dtype=x4.dtype)
+        if not gy.size:
+            grad_input = np.zeros(x4.shape, dtype=x4.dtype)
+        elif strides == (1, 1) and max(before[0], after[0]) <= extent[0] and max(before[1], after[1]) <= extent[1]:
+            # stride 1: a plain correlation of grad_output, padded by extent - padding, with the kernel
+            # turned round and input and output channels swapped in each group
+            grad_input = np.empty(x4.shape, dtype=x4.dtype)
+            group_out, group_in = w.shape[0] // groups, w.shape[1]
+            turned = w.reshape(groups, group_out, group_in, kh, kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+            turned = contiguous(turned).reshape(in_channels, group_out, kh, kw)
+            pads = (extent[0] - before[0], extent[1] - before[1])
+            around = (out_h + 2 * extent[0] - before[0] - after[0], out_w + 2 * extent[1] - before[1] - after[1])
+            _conv2d_fast(gy, turned, zeros, grad_input, (1, 1), pads, around, dilations, groups)
+        else:  # the transposed convolution over the padded input, cropped to the input
+            reach = ((out_h - 1) * strides[0] + extent[0] + 1, (out_w - 1) * strides[1] + extent[1] + 1)
+            full = np.zeros((batch, in_channels) + padded, dtype=x4.dtype)  # rows past the last window get 0
             spread = np.empty((batch, in_channels) + reach, dtype=x4.dtype)
-            _conv_transpose2d_fast(gy, w, np.zeros(in_channels, dtype=x4.dtype), spread, strides, (0, 0), dilations, groups)
+            _conv_transpose2d_fast(gy, w, zeros, spread, strides, (0, 0), dilations, groups)
             full[:, :, : reach[0], : reach[1]] = spread
-        grad_input = full[:, :, before[0] : before[0] + height, before[1] : before[1] + width]
+            grad_input = full[:, :, before[0] : before[0] + height, before[1] : before[1] + width]
         grad_input = contiguous(grad_input).reshape(input.shape)
     if needs[1]:
         grad_weight = _weight_grad(x4, gy, w.shape, out_h, strides, before, padded, dilations, groups)

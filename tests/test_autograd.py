@@ -96,6 +96,20 @@ def test_conv_gradient_of_one_argument_only(which):
     )
 
 
+@pytest.mark.parametrize("kernel,padding,stride", [((1, 3), (1, 2), 1), ((3, 3), (3, 0), 1), ((2, 3), (2, 1), (1, 2))])
+def test_conv2d_input_gradient_with_padding_beyond_the_kernel(kernel, padding, stride):
+    """Stride-1 input gradients are a convolution with the kernel turned round only while the padding
+    is within the kernel's extent; past it they take the transposed convolution's way."""
+    x = requiring(randn((2, 3, 6, 7)))
+    w = requiring(randn((4, 3) + kernel, seed=1))
+    compare_grads(
+        lambda x, w: nbops.conv2d(x, w, None, stride, padding),
+        lambda x, w: F.conv2d(x, w, None, stride, padding),
+        [x, w],
+        SUM_TOL[torch.float32],
+    )
+
+
 def test_conv_gradients_on_small_and_large_planes():
     """Both forward kernels (gathered pixels for small planes, whole planes for large ones) on the way
     back, and a weight gradient over many rows."""
@@ -416,3 +430,20 @@ def test_gradients_are_the_leaves_dtype_and_shape():
         assert x.grad.shape == x.shape and x.grad.dtype == dtype
         assert w.grad.shape == w.shape and w.grad.dtype == dtype
 
+
+
+def test_conv_weight_gradient_with_infinite_inputs_like_torch():
+    """An inf that only some taps read: the other taps' gradients stay finite, as in torch (the fast
+    kernel's thrown-away columns would have made them NaN)."""
+    x = randn((2, 2, 5, 7))
+    x[0, 1, 2, 6] = float("inf")
+    x[1, 0, 0, 0] = float("-inf")
+    w = randn((3, 2, 1, 3), seed=1)
+    for stride in (1, 2):
+        xa, wa = leaf(x), requiring(w.clone())
+        xb, wb = leaf(x), requiring(w.clone())
+        g = randn(tuple(F.conv2d(x, w, stride=stride).shape), seed=2)
+        nbops.conv2d(xa, wa, stride=stride).backward(g)
+        F.conv2d(xb, wb, stride=stride).backward(g)
+        assert_same(wa.grad, wb.grad, SUM_TOL[torch.float32])
+        assert torch.isfinite(wa.grad).any() and not torch.isfinite(wa.grad).all()

@@ -225,28 +225,73 @@ def _dots4x2(x0, x1, x2, x3, w0, w1, zero):
 # ---------------------------------------------------------------------------------------------------
 
 
+WEIGHT_GRAD_BLOCK = 8  # output channels per task of _conv2d_weight_grad (their grad_output rows stay in cache)
+
+
 @njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
-def _conv2d_weight_grad(xs, grad_out, offsets, group_size, groups, plane_w, grad_taps):
+def _conv2d_weight_grad(xs, grad_rows, offsets, group_size, groups, grad_taps):
     """grad_weight(C_out_j, k, m, l) = sum_n sum_h sum_w grad_output(n, j, h, w)
                       * input(n, g*C_in/groups + k, stride[0]*h - padding[0] + dilation[0]*m,
                                                     stride[1]*w - padding[1] + dilation[1]*l)
 
     (g the group of C_out_j, zero padding). In the phase planes xs of _phase_planes, with t = (k, m, l)
-    flattened and offsets(t) the tap's place in its group's planes:
+    flattened, offsets(t) the tap's place in its group's planes, and grad_output laid out on the same
+    flat index q = h*Wq + w as the planes (grad_rows(n, j, q), zero in the columns w >= W_out):
 
-        grad_taps(j, t) = sum_n sum_h sum_w grad_output(n, j, h, w) * xs(n, g * group_size + offsets(t) + h*Wq + w)
+        grad_taps(j, t) = sum_n sum_q grad_rows(n, j, q) * xs(n, g * group_size + offsets(t) + q)
 
-    A task is one output channel j: each row of grad_output is read once per sample and dotted with
-    the same row of every tap's input (a contiguous run: `reassoc` sums it in vector lanes, in the
-    data's dtype), and the row sums are added up in float64.
+    one long dot product per (n, j, t). A task is a block of WEIGHT_GRAD_BLOCK channels of one group;
+    per sample, the inputs of four taps meet the rows of two channels at a time (_dots4x2: eight sums in
+    vector lanes, in the data's dtype, added to float64 totals per sample).
+    """
+    batch, out_channels, length = grad_rows.shape
+    count = offsets.size
+    group_out = out_channels // groups
+    per_group = (group_out + WEIGHT_GRAD_BLOCK - 1) // WEIGHT_GRAD_BLOCK
+    zero = grad_rows.dtype.type(0.0)
+    for task in prange(groups * per_group):
+        g = task // per_group
+        j0 = g * group_out + (task - g * per_group) * WEIGHT_GRAD_BLOCK
+        j1 = min(j0 + WEIGHT_GRAD_BLOCK, (g + 1) * group_out)
+        total = np.zeros((j1 - j0, count))
+        for n in range(batch):
+            src = xs[n, g * group_size :]
+            for t in range(0, count, 4):
+                # four taps (the last quad repeats its last tap: computed, not added)
+                o0, o1 = offsets[t], offsets[min(t + 1, count - 1)]
+                o2, o3 = offsets[min(t + 2, count - 1)], offsets[min(t + 3, count - 1)]
+                s0, s1 = src[o0 : o0 + length], src[o1 : o1 + length]
+                s2, s3 = src[o2 : o2 + length], src[o3 : o3 + length]
+                taps = min(4, count - t)
+                for j in range(j0, j1, 2):
+                    k = min(j + 1, j1 - 1)  # an odd last channel pairs with itself
+                    sums = _dots4x2(s0, s1, s2, s3, grad_rows[n, j], grad_rows[n, k], zero)
+                    for i in range(taps):
+                        total[j - j0, t + i] += sums[2 * i]
+                        if k != j:
+                            total[k - j0, t + i] += sums[2 * i + 1]
+        for j in range(j0, j1):
+            for t in range(count):
+                grad_taps[j, t] = total[j - j0, t]
+
+
+@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
+def _conv2d_weight_grad_rows(xs, grad_out, offsets, group_size, groups, plane_w, grad_taps):
+    """_conv2d_weight_grad's sum over the output rows only, never touching a thrown-away column:
+
+        grad_taps(j, t) = sum_n sum_h sum_{w < W_out} grad_output(n, j, h, w) * xs(n, g * group_size + offsets(t) + h*Wq + w)
+
+    Slower (a short dot product per row); used when the fast kernel's result is not finite, where a
+    thrown-away column may have multiplied an infinite input by 0 (NaN) that the sum never includes.
+    A task is one output channel.
     """
     batch, out_channels, out_h, out_w = grad_out.shape
     count = offsets.size
     group_out = out_channels // groups
+    zero = grad_out.dtype.type(0.0)
     for j in prange(out_channels):
         g = j // group_out
         total = np.zeros(count)
-        zero = grad_out.dtype.type(0.0)
         for n in range(batch):
             src = xs[n, g * group_size :]
             for h in range(out_h):
