@@ -157,7 +157,10 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
         )
     shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
     if saved is not None:
-        saved.update(indices=indices, input_shape=x.shape, dtype=x.dtype)
+        saved.update(
+            indices=indices, input_shape=x.shape, dtype=x.dtype, kernel=kernel, strides=strides, pads=pads,
+            dilations=dilations,
+        )
     if return_indices:
         return wrap(out.reshape(shape), input), wrap(indices.reshape(shape), input)
     return wrap(out.reshape(shape), input)

@@ -38,21 +38,28 @@ def _batched(array: np.ndarray, ndim: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- pooling
 
 
+def _window_hits(out_size, size, kernel, stride, pad, dilation) -> np.ndarray:
+    """For each output position along one axis: whether its window reaches an input position at all."""
+    taps = np.arange(out_size)[:, None] * stride - pad + np.arange(kernel)[None, :] * dilation
+    return ((taps >= 0) & (taps < size)).any(axis=1)
+
+
 def max_pool2d_backward(grad_output: np.ndarray, saved: dict) -> np.ndarray:
     """grad_input: each output's gradient added at the input position its max came from."""
     shape = saved["input_shape"]
     planes = math.prod(shape[:-2])
-    grad_input = np.empty(shape, dtype=saved["dtype"])
+    grad_input = np.zeros(shape, dtype=saved["dtype"])
     indices = saved["indices"]
-    if grad_input.size:
-        if indices.size:
-            _kernels("pooling")._max_pool2d_backward(
-                contiguous(grad_output).reshape(planes, -1),
-                indices.reshape(planes, -1),
-                grad_input.reshape(planes, -1),
-            )
-        else:  # an empty batch has no output and nothing to route
-            grad_input[...] = 0
+    if indices.size:  # (an empty batch has no output and nothing to route)
+        out_h, out_w = indices.shape[-2:]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = saved["kernel"], saved["strides"], saved["pads"], saved["dilations"]
+        _kernels("pooling")._max_pool2d_backward(
+            contiguous(grad_output).reshape(planes, out_h, out_w),
+            indices.reshape(planes, out_h, out_w),
+            _window_hits(out_h, shape[-2], kh, sh, ph, dh),
+            _window_hits(out_w, shape[-1], kw, sw, pw, dw),
+            grad_input.reshape(planes, -1),
+        )
     return grad_input
 
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 from torchvision.ops import roi_pool as tv_roi_pool
 
 import nbops
@@ -447,3 +449,101 @@ def test_conv_weight_gradient_with_infinite_inputs_like_torch():
         F.conv2d(xb, wb, stride=stride).backward(g)
         assert_same(wa.grad, wb.grad, SUM_TOL[torch.float32])
         assert torch.isfinite(wa.grad).any() and not torch.isfinite(wa.grad).all()
+
+
+def _every_window_reaches_input(out_size, size, kernel, stride, pad, dilation):
+    return all(any(0 <= o * stride - pad + m * dilation < size for m in range(kernel)) for o in range(out_size))
+
+
+@pytest.mark.parametrize("shape,args", [
+    ((1, 2, 1, 7), ((2, 4), (1, 3), (1, 2), (2, 1), False)),  # rows -1 and 1 of a 1-row input
+    ((2, 1, 3, 2), ((1, 2), 1, (0, 1), (1, 3), False)),  # columns -1 and 2 of a 2-column input
+])
+def test_max_pool2d_window_of_padding_only_passes_no_gradient(shape, args):
+    """A window that holds no input element outputs -inf whatever the input, so no input gets its
+    gradient. (torch's own backward writes outside the input there: its index is the 'first position'
+    past the window, and running it corrupts memory, so torch is not run here.)"""
+    x = requiring(distinct(shape, torch.float64))
+    out = nbops.max_pool2d(x, *args)
+    assert torch.all(out == float("-inf"))
+    assert not _every_window_reaches_input(out.shape[2], shape[2], args[0][0], *[a if isinstance(a, int) else a[0] for a in args[1:4]]) or \
+        not _every_window_reaches_input(out.shape[3], shape[3], args[0][1], *[a if isinstance(a, int) else a[1] for a in args[1:4]])
+    out.backward(torch.ones_like(out))
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+# ------------------------------------------------------------------------- properties (hypothesis)
+
+
+def _valid(torch_fn, *args):
+    """torch's verdict on a configuration, judged on a batch of one (torch skips checks when N == 0)."""
+    try:
+        torch_fn(*args)
+    except RuntimeError:
+        return False
+    return True
+
+
+@given(
+    n=st.integers(0, 2), groups=st.integers(1, 3), cin_per=st.integers(1, 3), cout_per=st.integers(1, 3),
+    h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4), kw=st.integers(1, 4),
+    sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 3), pw=st.integers(0, 3),
+    dh=st.integers(1, 3), dw=st.integers(1, 3), bias=st.booleans(), same=st.booleans(),
+)
+def test_conv2d_gradient_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
+    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
+    weight = randn((groups * cout_per, cin_per, kh, kw), torch.float64, seed=kh)
+    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+    padding = "same" if same else (ph, pw)
+    stride = (1, 1) if same else (sh, sw)
+    args = (stride, padding, (dh, dw), groups)
+    if not _valid(F.conv2d, randn((1,) + x.shape[1:], torch.float64), weight, b, *args):
+        return
+    compare_grads(
+        lambda x, weight, b: nbops.conv2d(x, weight, b, *args),
+        lambda x, weight, b: F.conv2d(x, weight, b, *args),
+        [requiring(x), requiring(weight), requiring(b) if bias else None],
+        SUM_TOL[torch.float64],
+    )
+
+
+@given(
+    n=st.integers(0, 2), groups=st.integers(1, 3), cin_per=st.integers(1, 3), cout_per=st.integers(1, 3),
+    h=st.integers(1, 6), w=st.integers(1, 6), kh=st.integers(1, 4), kw=st.integers(1, 4),
+    sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 3), pw=st.integers(0, 3),
+    dh=st.integers(1, 3), dw=st.integers(1, 3), oph=st.integers(0, 2), opw=st.integers(0, 2), bias=st.booleans(),
+)
+def test_conv_transpose2d_gradient_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
+    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
+    weight = randn((groups * cin_per, cout_per, kh, kw), torch.float64, seed=kw)
+    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+    args = ((sh, sw), (ph, pw), (oph, opw), groups, (dh, dw))
+    if not _valid(F.conv_transpose2d, randn((1,) + x.shape[1:], torch.float64), weight, b, *args):
+        return
+    compare_grads(
+        lambda x, weight, b: nbops.conv_transpose2d(x, weight, b, *args),
+        lambda x, weight, b: F.conv_transpose2d(x, weight, b, *args),
+        [requiring(x), requiring(weight), requiring(b) if bias else None],
+        SUM_TOL[torch.float64],
+    )
+
+
+@given(
+    n=st.integers(0, 2), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+    kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+    dh=st.integers(1, 3), dw=st.integers(1, 3), ceil=st.booleans(), cip=st.booleans(),
+    div=st.sampled_from([None, 1, 3, -2]), data=st.data(),
+)
+def test_pooling_gradient_property(n, c, h, w, kh, kw, sh, sw, dh, dw, ceil, cip, div, data):
+    ph = data.draw(st.integers(0, kh // 2))
+    pw = data.draw(st.integers(0, kw // 2))
+    x = distinct((n, c, h, w), torch.float64, seed=h * w)
+    max_args = ((kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil)
+    valid = _valid(F.max_pool2d, distinct((1, c, h, w), torch.float64), *max_args)
+    out_h, out_w = (F.max_pool2d(distinct((1, 1, h, w)), *max_args).shape[2:]) if valid else (0, 0)
+    # torch's backward writes outside the input for a window of padding only (see the test above)
+    if valid and _every_window_reaches_input(out_h, h, kh, sh, ph, dh) and _every_window_reaches_input(out_w, w, kw, sw, pw, dw):
+        compare_grads(lambda x: nbops.max_pool2d(x, *max_args), lambda x: F.max_pool2d(x, *max_args), [requiring(x)])
+    avg_args = ((kh, kw), (sh, sw), (ph, pw), ceil, cip, div)
+    if _valid(F.avg_pool2d, distinct((1, c, h, w), torch.float64), *avg_args):
+        compare_grads(lambda x: nbops.avg_pool2d(x, *avg_args), lambda x: F.avg_pool2d(x, *avg_args), [requiring(x)])

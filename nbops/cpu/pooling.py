@@ -224,21 +224,29 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
 
 
 @njit(parallel=True, cache=True)
-def _max_pool2d_backward(grad_out, indices, grad_in):
-    """grad_input(N_i, C_j, h, w) = sum over the outputs o of plane (N_i, C_j) whose max was input(N_i, C_j, h, w)
-                                      (indices(N_i, C_j, o) = h * W + w) of grad_output(N_i, C_j, o)
+def _max_pool2d_backward(grad_out, indices, rows_hit, cols_hit, grad_in):
+    """grad_input(N_i, C_j, h, w) = sum over the outputs (oh, ow) of plane (N_i, C_j) whose max was input(N_i, C_j, h, w)
+                                      (indices(N_i, C_j, oh, ow) = h * W + w) of grad_output(N_i, C_j, oh, ow)
 
-    over flat planes: grad_out and indices (P, H_out * W_out), grad_in (P, H * W). A task is one plane:
-    overlapping windows that share their max add into the same element, within the task.
+    over planes: grad_out and indices (P, H_out, W_out), grad_in (P, H * W). A window with no input
+    element at all (only padding: its output is -inf whatever the input) passes no gradient on:
+    rows_hit(oh) and cols_hit(ow) say whether its rows and columns reach into the input. (Its index,
+    torch's "first position", lies outside the window; torch's own backward writes there.)
+    A task is one plane: overlapping windows that share their max add into the same element.
     """
+    out_h, out_w = grad_out.shape[1], grad_out.shape[2]
     for p in prange(grad_in.shape[0]):
         dst = grad_in[p]
         for e in range(dst.size):
             dst[e] = 0.0
-        src = grad_out[p]
-        at = indices[p]
-        for o in range(src.size):
-            dst[at[o]] += src[o]
+        for oh in range(out_h):
+            if not rows_hit[oh]:
+                continue
+            src = grad_out[p, oh]
+            at = indices[p, oh]
+            for ow in range(out_w):
+                if cols_hit[ow]:
+                    dst[at[ow]] += src[ow]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
