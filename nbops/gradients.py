@@ -24,7 +24,6 @@ from .functional import (
     _conv_transpose2d_fast,
     _divide,
     _kernels,
-    _NO_WEIGHT,
     _phase_layout,
 )
 
@@ -305,7 +304,7 @@ def cross_entropy_backward(grad_output, input, target, weight, saved: dict, need
         kernels._cross_entropy_class_backward(
             _class_rows(x, batch, classes, length),
             contiguous(np.asarray(target).astype(np.int64, copy=False)).reshape(-1),
-            _NO_WEIGHT if weight is None else np.asarray(weight, dtype=np.float64),
+            np.empty(0, dtype=x.dtype) if weight is None else contiguous(np.asarray(weight, dtype=x.dtype)),
             saved["ignore_index"],
             saved["smoothing"],
             scale,
@@ -339,21 +338,21 @@ def mse_loss_backward(grad_output, input, target, weight, saved: dict, needs=(Tr
     size = math.prod(shape)
     reduction = saved["reduction"]
     scale, per_element = _loss_scale(np.asarray(grad_output), reduction, saved.get("denominator", 1.0), size)
-    grad = np.zeros(size, dtype=dtype)
+    grad = np.empty(size, dtype=dtype)  # (the kernel writes every element)
     want_weight = w is not None and len(needs) > 2 and bool(needs[2])
-    grad_w = np.zeros(size if want_weight else 1, dtype=dtype)
+    grad_w = np.empty(size if want_weight else 1, dtype=dtype)
     if size:
         _kernels("loss")._squared_error_backward(
             flat(x), flat(y), flat(w) if w is not None else np.empty(0, dtype=dtype), w is not None,
             scale, per_element, grad, want_weight, grad_w,
         )
     grad = grad.reshape(shape)
-    grad_input = _sum_to(grad, x.shape).astype(x.dtype) if needs[0] else None
-    grad_target = (-_sum_to(grad, y.shape)).astype(y.dtype) if needs[1] else None
+    grad_input = _sum_to(grad, x.shape).astype(x.dtype, copy=False) if needs[0] else None
+    grad_target = (-_sum_to(grad, y.shape)).astype(y.dtype, copy=False) if needs[1] else None
     grad_weight = None
     if want_weight:
         grad_weight = _sum_to(grad_w.reshape(shape), w.shape)
         if reduction == "mean":  # d/dw_n of sum(l) / sum(w): the denominator's term, once per weight
             grad_weight = grad_weight - saved["mean"] * scale[0]
-        grad_weight = grad_weight.astype(w.dtype)
+        grad_weight = grad_weight.astype(w.dtype, copy=False)
     return grad_input, grad_target, grad_weight

@@ -215,8 +215,10 @@ def _cross_entropy_class_backward(x, target, weight, ignore_index, label_smoothi
         d loss(p) / d x(p, c) = p_c * ((1 - eps) * w(t) + eps / C * sum_c' w(c'))
                                 - (1 - eps) * w(t) * [c == t] - eps / C * w(c)
 
-    p_c = exp(log p_c) the softmax, t = target(p), w = weight (1 when empty); 0 for the whole row where
-    t == ignore_index. (From d(-log p_j)/d x(p, c) = p_c - [c == j], summed over the loss's terms.)
+    p_c = exp(x(p, c) - log(sum_c' exp(x(p, c')))) the softmax, t = target(p), w = weight (here in x's
+    dtype; 1 when empty); 0 for the whole row where t == ignore_index. (From d(-log p_j)/d x(p, c) =
+    p_c - [c == j], summed over the loss's terms.) The per-class loop runs in x's dtype with the
+    vectorisable exp, as the forward pass does.
     """
     positions, classes = x.shape
     weighted = weight.size > 0
@@ -234,11 +236,14 @@ def _cross_entropy_class_backward(x, target, weight, ignore_index, label_smoothi
         lse = _log_sum_exp(row)
         s = scale[p]
         w_t = weight[t] if weighted else 1.0
-        softmax_share = s * ((1.0 - label_smoothing) * w_t + label_smoothing / classes * weight_sum)
-        smooth = s * label_smoothing / classes
-        for c in range(classes):
-            w_c = weight[c] if weighted else 1.0
-            dst[c] = softmax_share * np.exp(np.float64(row[c] - lse)) - smooth * w_c
+        share = row.dtype.type(s * ((1.0 - label_smoothing) * w_t + label_smoothing / classes * weight_sum))
+        smooth = row.dtype.type(s * label_smoothing / classes)
+        if weighted:  # two loops rather than a test per element, so that each one vectorises
+            for c in range(classes):
+                dst[c] = share * fast_exp(row[c] - lse) - smooth * weight[c]
+        else:
+            for c in range(classes):
+                dst[c] = share * fast_exp(row[c] - lse) - smooth
         dst[t] -= s * (1.0 - label_smoothing) * w_t
 
 
@@ -275,12 +280,33 @@ def _squared_error_backward(x, y, weight, weighted, scale, per_element, grad_x, 
         d l / d w_n = (x_n - y_n)^2 * s_n                   (when want_weight)
 
     (The weighted mean sum(l) / sum(w) adds -mean / sum(w) to each weight's gradient: the caller does,
-    once per weight element, after summing over broadcast copies.)
+    once per weight element, after summing over broadcast copies.) In the data's dtype, one loop per
+    case so that each vectorises.
     """
+    two = x.dtype.type(2.0)
     for b in prange((x.size + CHUNK - 1) // CHUNK):
-        for n in range(b * CHUNK, min(x.size, (b + 1) * CHUNK)):
-            s = scale[n] if per_element else scale[0]
-            d = x[n] - y[n]
-            grad_x[n] = 2.0 * (weight[n] if weighted else 1.0) * d * s
-            if want_weight:
-                grad_weight[n] = d * d * s
+        start, stop = b * CHUNK, min(x.size, (b + 1) * CHUNK)
+        xs, ys, gx = x[start:stop], y[start:stop], grad_x[start:stop]
+        if per_element:
+            ss = scale[start:stop]
+            if weighted:
+                ws = weight[start:stop]
+                for n in range(gx.size):
+                    gx[n] = two * ws[n] * (xs[n] - ys[n]) * ss[n]
+            else:
+                for n in range(gx.size):
+                    gx[n] = two * (xs[n] - ys[n]) * ss[n]
+        else:
+            factor = x.dtype.type(2.0 * scale[0])
+            if weighted:
+                ws = weight[start:stop]
+                for n in range(gx.size):
+                    gx[n] = factor * ws[n] * (xs[n] - ys[n])
+            else:
+                for n in range(gx.size):
+                    gx[n] = factor * (xs[n] - ys[n])
+        if want_weight:
+            gw = grad_weight[start:stop]
+            for n in range(gw.size):
+                d = xs[n] - ys[n]
+                gw[n] = d * d * (scale[start + n] if per_element else scale[0])
