@@ -34,7 +34,7 @@ def compare(benchmark, impl):
 
 def randn(*shape, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype)
+    return torch.randn(shape, generator=g, dtype=dtype)  # (no dims: a 0-d tensor)
 
 
 def nbytes(*tensors):

@@ -47,9 +47,10 @@ def max_pool2d_backward(grad_output: np.ndarray, saved: dict) -> np.ndarray:
     """grad_input: each output's gradient added at the input position its max came from."""
     shape = saved["input_shape"]
     planes = math.prod(shape[:-2])
-    grad_input = np.zeros(shape, dtype=saved["dtype"])
     indices = saved["indices"]
-    if indices.size:  # (an empty batch has no output and nothing to route)
+    # (the kernel clears each plane before adding to it; an empty batch has nothing to route)
+    grad_input = np.empty(shape, dtype=saved["dtype"]) if indices.size else np.zeros(shape, dtype=saved["dtype"])
+    if indices.size:
         out_h, out_w = indices.shape[-2:]
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = saved["kernel"], saved["strides"], saved["pads"], saved["dilations"]
         _kernels("pooling")._max_pool2d_backward(
@@ -204,8 +205,9 @@ def sigmoid_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
 def roi_pool_backward(grad_output: np.ndarray, saved: dict) -> np.ndarray:
     """grad_input: each bin's gradient added at the position of the value that won it."""
     batch, channels, height, width = saved["input_shape"]
-    grad_input = np.zeros(saved["input_shape"], dtype=saved["dtype"])
     argmax = saved["argmax"]
+    make = np.empty if argmax.size else np.zeros  # (the kernel clears every plane before adding to it)
+    grad_input = make(saved["input_shape"], dtype=saved["dtype"])
     if grad_input.size and argmax.size:
         boxes = argmax.shape[0]
         _kernels("roi")._roi_pool_backward(
@@ -226,7 +228,7 @@ def batch_norm_backward(grad_output, input, weight, saved: dict, needs=(True, Tr
     x = contiguous(input)
     dtype = saved["dtype"]
     batch, channels = x.shape[0], x.shape[1]
-    grad_input = np.zeros(x.shape, dtype=dtype)
+    grad_input = np.empty(x.shape, dtype=dtype)  # (the kernel writes every element)
     grad_weight = np.zeros(channels)
     grad_bias = np.zeros(channels)
     if x.size:
@@ -252,15 +254,16 @@ def batch_norm_backward(grad_output, input, weight, saved: dict, needs=(True, Tr
 # ------------------------------------------------------------------------------------------------ losses
 
 
-def _loss_scale(grad_output: np.ndarray, reduction: str, denominator: float, positions: int) -> tuple[np.ndarray, bool]:
-    """What each position's loss gradient is multiplied by: grad_output per position ('none'),
-    grad_output ('sum') or grad_output / denominator ('mean'); and whether it is per position."""
+def _loss_scale(grad_output: np.ndarray, reduction: str, denominator: float) -> tuple[np.ndarray, bool]:
+    """What each position's loss gradient is multiplied by: grad_output per position ('none'), or one
+    value for all, grad_output ('sum') or grad_output / denominator ('mean'); and whether it is per
+    position."""
     if reduction == "none":
         return contiguous(grad_output).reshape(-1).astype(np.float64), True
     value = float(grad_output.reshape(()))
     if reduction == "mean":
         value = _divide(value, denominator)
-    return np.full(max(positions, 1), value), False
+    return np.full(1, value), False
 
 
 def _from_class_rows(rows: np.ndarray, shape: tuple) -> np.ndarray:
@@ -278,7 +281,9 @@ def cross_entropy_backward(grad_output, input, target, weight, saved: dict, need
     batch = 1 if x.ndim == 1 else x.shape[0]
     length = math.prod(x.shape[2:])
     positions = batch * length
-    scale, _ = _loss_scale(np.asarray(grad_output), saved["reduction"], saved["denominator"], positions)
+    scale, per_position = _loss_scale(np.asarray(grad_output), saved["reduction"], saved["denominator"])
+    if not per_position:  # (the kernels read one value per position: rows, not elements)
+        scale = np.full(positions, scale[0])
     kernels = _kernels("loss")
     if saved["probabilities"]:
         t = np.asarray(target)
@@ -337,7 +342,7 @@ def mse_loss_backward(grad_output, input, target, weight, saved: dict, needs=(Tr
 
     size = math.prod(shape)
     reduction = saved["reduction"]
-    scale, per_element = _loss_scale(np.asarray(grad_output), reduction, saved.get("denominator", 1.0), size)
+    scale, per_element = _loss_scale(np.asarray(grad_output), reduction, saved.get("denominator", 1.0))
     grad = np.empty(size, dtype=dtype)  # (the kernel writes every element)
     want_weight = w is not None and len(needs) > 2 and bool(needs[2])
     grad_w = np.empty(size if want_weight else 1, dtype=dtype)
