@@ -7,6 +7,7 @@ return the result as the caller's type (torch tensor in -> torch tensor out, nda
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
@@ -345,14 +346,23 @@ def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups
     (sh, sw), (dh, dw) = strides, dilations
     group_in, kh, kw = w_shape[1:]
     plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
-    plane = plane_h * plane_w
-    k, m, l = np.meshgrid(np.arange(group_in), np.arange(kh), np.arange(kw), indexing="ij")
-    offsets = (((k * sh + (m * dh) % sh) * sw + (l * dw) % sw) * plane + (m * dh // sh) * plane_w + l * dw // sw).reshape(-1)
-    group_size = group_in * sh * sw * plane
+    offsets = _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w)
+    group_size = group_in * sh * sw * plane_h * plane_w
     need = (groups - 1) * group_size + out_h * plane_w + (int(offsets.max()) if offsets.size else 0)
     slack = max(0, need - groups * group_size)
     xs = _kernels("conv")._phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack)
-    return xs, offsets.astype(np.int64), group_size, plane_w
+    return xs, offsets, group_size, plane_w
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w) -> np.ndarray:
+    """offsets(k, m, l) of tap (k, m, l) in its group's phase planes, flattened in (k, m, l) order.
+    Cached (a network calls each layer's shapes over and over, and building these costs more than a
+    small layer's convolution): the kernels and callers only read it."""
+    plane = plane_h * plane_w
+    k, m, l = np.meshgrid(np.arange(group_in), np.arange(kh), np.arange(kw), indexing="ij")
+    offsets = (((k * sh + (m * dh) % sh) * sw + (l * dw) % sw) * plane + (m * dh // sh) * plane_w + l * dw // sw).reshape(-1)
+    return offsets.astype(np.int64)
 
 
 def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
