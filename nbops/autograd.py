@@ -75,40 +75,31 @@ class AvgPool2d(torch.autograd.Function):
         return (_tensor(G.avg_pool2d_backward(_array(grad_output), ctx.saved)),) + (None,) * 6
 
 
-class Conv2d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, dilation, groups):
+def _convolution(name, forward_body, backward_pass):
+    """The Function of a convolution (conv2d, conv_transpose2d): forward(input, weight, bias, *options)
+    through `forward_body`, gradients of input, weight and bias (where asked for) through `backward_pass`."""
+
+    def forward(ctx, input, weight, bias, *options):
         ctx.saved = {}
-        out = F._conv2d(input, weight, bias, stride, padding, dilation, groups, ctx.saved)
+        out = forward_body(input, weight, bias, *options, ctx.saved)
         _keep(ctx, input=input, weight=weight)
         ctx.has_bias = bias is not None
+        ctx.options = len(options)
         return out
 
-    @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
         kept = _kept(ctx)
         needs = ctx.needs_input_grad[:2] + (ctx.needs_input_grad[2] and ctx.has_bias,)
-        grads = G.conv2d_backward(_array(grad_output), kept["input"], kept["weight"], ctx.saved, needs)
-        return tuple(_tensor(g) for g in grads) + (None,) * 4
+        grads = backward_pass(_array(grad_output), kept["input"], kept["weight"], ctx.saved, needs)
+        return tuple(_tensor(g) for g in grads) + (None,) * ctx.options
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
-class ConvTranspose2d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, output_padding, groups, dilation):
-        ctx.saved = {}
-        out = F._conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation, ctx.saved)
-        _keep(ctx, input=input, weight=weight)
-        ctx.has_bias = bias is not None
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        kept = _kept(ctx)
-        needs = ctx.needs_input_grad[:2] + (ctx.needs_input_grad[2] and ctx.has_bias,)
-        grads = G.conv_transpose2d_backward(_array(grad_output), kept["input"], kept["weight"], ctx.saved, needs)
-        return tuple(_tensor(g) for g in grads) + (None,) * 5
+# options: (stride, padding, dilation, groups) and (stride, padding, output_padding, groups, dilation)
+Conv2d = _convolution("Conv2d", F._conv2d, G.conv2d_backward)
+ConvTranspose2d = _convolution("ConvTranspose2d", F._conv_transpose2d, G.conv_transpose2d_backward)
 
 
 class Sigmoid(torch.autograd.Function):

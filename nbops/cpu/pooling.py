@@ -128,6 +128,15 @@ def _add_into_stride2(dst, line, first):
 
 
 @njit(cache=True, inline="always")
+def _window(o, kernel, stride, pad, size):
+    """Output o's window along one axis: [lo, hi) clipped to the padded input (torch's divisor with
+    count_include_pad), and [ilo, ihi) clipped to the input itself (the elements it holds)."""
+    lo = o * stride - pad
+    hi = min(lo + kernel, size + pad)
+    return lo, hi, max(lo, 0), min(hi, size)
+
+
+@njit(cache=True, inline="always")
 def _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override):
     """torch's divisor: the override, else the window clipped to the padded input, or to the input."""
     if divisor_override != 0:
@@ -157,15 +166,9 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
     if out_w < ROW_WIDTH:
         for p in prange(planes):
             for oh in range(out_h):
-                h0 = oh * sh - ph
-                h1 = min(h0 + kh, height + ph)
-                ih0 = max(h0, 0)
-                ih1 = min(h1, height)
+                h0, h1, ih0, ih1 = _window(oh, kh, sh, ph, height)
                 for ow in range(out_w):
-                    w0 = ow * sw - pw
-                    w1 = min(w0 + kw, width + pw)
-                    iw0 = max(w0, 0)
-                    iw1 = min(w1, width)
+                    w0, w1, iw0, iw1 = _window(ow, kw, sw, pw, width)
                     if ih0 >= ih1 or iw0 >= iw1:
                         out[p, oh, ow] = 0.0
                         continue
@@ -183,16 +186,12 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
     # do not vectorise on AVX2, so the divisor pass reads these instead of recomputing them per row)
     col_count = np.empty(out_w, dtype=x.dtype)
     for ow in range(out_w):
-        w0 = ow * sw - pw
-        w1 = min(w0 + kw, width + pw)
-        col_count[ow] = (w1 - w0) if count_include_pad else max(min(w1, width) - max(w0, 0), 0)
+        w0, w1, iw0, iw1 = _window(ow, kw, sw, pw, width)
+        col_count[ow] = (w1 - w0) if count_include_pad else max(iw1 - iw0, 0)
     for task in prange(planes * out_h):
         p = task // out_h
         oh = task - p * out_h  # (one integer division per task, not two)
-        h0 = oh * sh - ph
-        h1 = min(h0 + kh, height + ph)
-        ih0 = max(h0, 0)
-        ih1 = min(h1, height)
+        h0, h1, ih0, ih1 = _window(oh, kh, sh, ph, height)
         row = out[p, oh]
         for ow in range(out_w):
             row[ow] = 0.0
@@ -265,15 +264,9 @@ def _avg_pool2d_backward(grad_out, grad_in, kh, kw, sh, sw, ph, pw, count_includ
             for iw in range(width):
                 dst[ih, iw] = 0.0
         for oh in range(out_h):
-            h0 = oh * sh - ph
-            h1 = min(h0 + kh, height + ph)
-            ih0 = max(h0, 0)
-            ih1 = min(h1, height)
+            h0, h1, ih0, ih1 = _window(oh, kh, sh, ph, height)
             for ow in range(out_w):
-                w0 = ow * sw - pw
-                w1 = min(w0 + kw, width + pw)
-                iw0 = max(w0, 0)
-                iw1 = min(w1, width)
+                w0, w1, iw0, iw1 = _window(ow, kw, sw, pw, width)
                 if ih0 >= ih1 or iw0 >= iw1:
                     continue
                 divisor = _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_override)
