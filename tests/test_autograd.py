@@ -547,3 +547,30 @@ def test_pooling_gradient_property(n, c, h, w, kh, kw, sh, sw, dh, dw, ceil, cip
     avg_args = ((kh, kw), (sh, sw), (ph, pw), ceil, cip, div)
     if _valid(F.avg_pool2d, distinct((1, c, h, w), torch.float64), *avg_args):
         compare_grads(lambda x: nbops.avg_pool2d(x, *avg_args), lambda x: F.avg_pool2d(x, *avg_args), [requiring(x)])
+
+
+def test_gradients_of_strided_and_channels_last_inputs():
+    x = randn((2, 3, 8, 8))
+    for variant in (x.contiguous(memory_format=torch.channels_last), x[:, :, :, ::1].transpose(2, 3)):
+        w = randn((4, 3, 3, 3), seed=1).contiguous(memory_format=torch.channels_last)
+        compare_grads(
+            lambda x, w: nbops.conv2d(x, w, None, 2, 1), lambda x, w: F.conv2d(x, w, None, 2, 1),
+            [requiring(variant.clone()), requiring(w)], SUM_TOL[torch.float32],
+        )
+        compare_grads(lambda x: nbops.max_pool2d(x, 2), lambda x: F.max_pool2d(x, 2), [requiring(distinct((2, 3, 8, 8)).transpose(2, 3))])
+
+
+def test_numpy_backward_passes_without_autograd():
+    """nbops.gradients on plain arrays: the forward body fills `saved`, the backward pass returns arrays."""
+    from nbops import functional, gradients
+
+    x, w, b = randn((2, 3, 7, 6), torch.float64), randn((4, 3, 3, 3), torch.float64, seed=1), randn((4,), torch.float64, seed=2)
+    saved = {}
+    out = functional._conv2d(x.numpy(), w.numpy(), b.numpy(), 2, 1, 1, 1, saved)
+    grad_output = randn(out.shape, torch.float64, seed=3)
+    grads = gradients.conv2d_backward(grad_output.numpy(), x.numpy(), w.numpy(), saved)
+    xa, wa, ba = leaf(x), leaf(w), leaf(b)
+    F.conv2d(xa, wa, ba, 2, 1).backward(grad_output)
+    for mine, ref in zip(grads, (xa.grad, wa.grad, ba.grad)):
+        assert isinstance(mine, np.ndarray)
+        assert_same(torch.from_numpy(mine), ref, SUM_TOL[torch.float64])
