@@ -9,6 +9,8 @@ Importing nbops compiles nothing: each kernel compiles on its first call and is 
 The backend comes from NBOPS_BACKEND ('cpu', the default).
 """
 
+import contextlib
+
 from . import _config
 
 _config.setup_threading()
@@ -31,8 +33,24 @@ __version__ = "0.1.0"
 
 
 def get_backend() -> str:
-    """The backend the operators run on ('cpu')."""
-    return _config.BACKEND
+    """The backend the operators run on now: 'cpu' or 'cuda'."""
+    return _config.backend()
+
+
+def set_backend(name: str) -> None:
+    """Make `name` ('cpu' or 'cuda') the backend of the whole process (NBOPS_BACKEND sets it at import).
+    Nothing is checked or loaded here: a missing GPU is a clear error at the first call."""
+    _config.BACKEND = _config.check_backend(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run a block of code on backend `name`: `with nbops.use_backend("cuda"): ...` (this thread only)."""
+    token = _config._block_backend.set(_config.check_backend(name))
+    try:
+        yield
+    finally:
+        _config._block_backend.reset(token)
 
 
 __all__ = [
@@ -47,5 +65,7 @@ __all__ = [
     "cross_entropy",
     "mse_loss",
     "get_backend",
+    "set_backend",
+    "use_backend",
     "__version__",
 ]

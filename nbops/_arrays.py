@@ -19,12 +19,46 @@ def is_tensor(obj) -> bool:
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
+def on_gpu(obj) -> bool:
+    """A torch CUDA tensor or a numba device array (anything with __cuda_array_interface__)."""
+    if is_tensor(obj):
+        return obj.is_cuda
+    return is_device_array(obj)
+
+
+def is_device_array(obj) -> bool:
+    """A numba device array (or another GPU array exposing __cuda_array_interface__): not a tensor."""
+    if isinstance(obj, np.ndarray) or is_tensor(obj):
+        return False
+    return bool(getattr(obj, "__cuda_ndarray__", False)) or hasattr(obj, "__cuda_array_interface__")
+
+
+_TORCH_DTYPES = {"torch.float32": "float32", "torch.float64": "float64", "torch.int64": "int64", "torch.uint8": "uint8",
+                 "torch.float16": "float16", "torch.int32": "int32", "torch.bool": "bool"}
+
+
+def shape_only(obj, name: str) -> np.ndarray:
+    """A GPU array's shape and dtype as a NumPy array with no memory behind it (every element is one
+    zero): what the shared argument checks read, before the cuda backend runs on the GPU array itself."""
+    if is_tensor(obj):
+        if repr(obj.dtype) not in _TORCH_DTYPES:
+            raise TypeError(f"{name} has dtype {obj.dtype}, which nbops cannot read")
+        dtype = np.dtype(_TORCH_DTYPES[repr(obj.dtype)])
+    else:
+        dtype = np.dtype(obj.dtype)
+    shape = tuple(int(size) for size in obj.shape)
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape, (0,) * len(shape))
+
+
 def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
-    """A NumPy view of `obj` (no copy for a CPU tensor or an ndarray); dtype checked when `floating`."""
+    """A NumPy view of `obj` (no copy for a CPU tensor or an ndarray); dtype checked when `floating`.
+    On the cuda backend a GPU array gives its shape_only() stand-in (the checks need no values)."""
     if isinstance(obj, np.ndarray):
         array = obj
         if not array.dtype.isnative:  # big-endian data: the kernels read native byte order
             array = array.astype(array.dtype.newbyteorder("="))
+    elif on_gpu(obj) and _gpu_backend():
+        array = shape_only(obj, name)
     elif is_tensor(obj):
         try:  # the usual case, a dense CPU tensor without grad: one call, a view (this runs on every argument)
             array = obj.numpy()
@@ -37,12 +71,27 @@ def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
     return array
 
 
+def host_values(obj, name: str, *, floating: bool = True) -> np.ndarray:
+    """as_array, with a GPU array's values copied to the host (small arguments whose values are
+    checked or prepared on the host: RoI boxes)."""
+    if on_gpu(obj):
+        obj = obj.detach().cpu() if is_tensor(obj) else obj.copy_to_host()
+    return as_array(obj, name, floating=floating)
+
+
+def _gpu_backend() -> bool:
+    from . import _config
+
+    return _config.backend() == "cuda"
+
+
 def _tensor_as_array(obj, name: str, floating: bool) -> np.ndarray:
     """A NumPy view of a tensor that Tensor.numpy() refused: on another device, not strided, requiring
     grad, with a conjugate or negative bit, or of a dtype without a NumPy twin."""
     if not obj.is_cpu:
         raise RuntimeError(
-            f"{name} is on device '{obj.device}', but the nbops cpu backend takes CPU tensors (move it with .cpu())"
+            f"{name} is on device '{obj.device}', but the nbops cpu backend takes CPU tensors (move it with .cpu(), "
+            "or use the cuda backend: nbops.use_backend('cuda'))"
         )
     if obj.layout != sys.modules["torch"].strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {obj.layout}")

@@ -14,13 +14,15 @@ extension does not look, so we load it with RTLD_GLOBAL before Numba's first par
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import os
 import site
 import sys
 import tempfile
 
-BACKEND = os.environ.get("NBOPS_BACKEND", "cpu").strip().lower() or "cpu"
+BACKENDS = ("cpu", "cuda")
+BACKEND = os.environ.get("NBOPS_BACKEND", "cpu").strip().lower() or "cpu"  # the process-wide default
 REQUESTED_THREADING = os.environ.get("NBOPS_THREADING", "tbb").strip().lower() or "tbb"
 
 # Filled in by setup_threading(): the path of the TBB library we loaded, and why we did not when we did not.
@@ -118,3 +120,19 @@ def setup_cache() -> None:
         if _writable_dir(candidate):
             numba.config.CACHE_DIR = cache_dir = candidate
             return
+
+
+# The backend of a block of code (nbops.use_backend): a context variable, so that a block in one thread
+# (or asyncio task) does not switch the others. None: the process-wide BACKEND.
+_block_backend: contextvars.ContextVar = contextvars.ContextVar("nbops_backend", default=None)
+
+
+def backend() -> str:
+    """The active backend: the innermost nbops.use_backend block's, else the process-wide one."""
+    return _block_backend.get() or BACKEND
+
+
+def check_backend(name) -> str:
+    if not isinstance(name, str) or name.strip().lower() not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name.strip().lower()

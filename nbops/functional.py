@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _config
 from ._args import check_ndim, non_negative, pair, pool_output_size, positive, reduction_mode
-from ._arrays import as_array, as_float, as_int, contiguous, is_tensor, same_dtype, wrap
+from ._arrays import as_array, as_float, as_int, contiguous, host_values, is_tensor, on_gpu, same_dtype, wrap
 
 __all__ = [
     "max_pool2d",
@@ -36,19 +36,38 @@ _KERNEL_MODULES: dict = {}
 
 
 def _kernels(family: str):
-    """The kernel module of the active backend for one operator family (cpu/conv.py, cuda/conv.py, ...),
-    imported on first use (importing one compiles nothing: kernels compile on their first call)."""
-    backend = _config.BACKEND
-    if backend == "cpu":
-        module = _KERNEL_MODULES.get(family)
-        if module is None:
-            import importlib
+    """The CPU kernel module of one operator family (cpu/conv.py, ...), imported on first use (importing
+    one compiles nothing: kernels compile on their first call)."""
+    module = _KERNEL_MODULES.get(family)
+    if module is None:
+        import importlib
 
-            module = _KERNEL_MODULES[family] = importlib.import_module(f"nbops.cpu.{family}")
-        return module
+        module = _KERNEL_MODULES[family] = importlib.import_module(f"nbops.cpu.{family}")
+    return module
+
+
+def _on_gpu() -> bool:
+    """Whether the active backend is 'cuda' (checked after the arguments, before any kernel runs)."""
+    backend = _config.backend()
+    if backend == "cpu":
+        return False
     if backend == "cuda":
-        raise RuntimeError("NBOPS_BACKEND=cuda: the CUDA backend is not available in this version of nbops")
+        return True
     raise ValueError(f"NBOPS_BACKEND must be 'cpu' or 'cuda', got {backend!r}")
+
+
+def _cuda(family: str):
+    """The cuda backend's module of one operator family (cuda/conv.py, ...): needs numba.cuda and a GPU
+    (or Numba's simulator), else a clear RuntimeError naming what is missing."""
+    module = _KERNEL_MODULES.get("cuda." + family)
+    if module is None:
+        import importlib
+
+        from .cuda import require
+
+        require()
+        module = _KERNEL_MODULES["cuda." + family] = importlib.import_module(f"nbops.cuda.{family}")
+    return module
 
 
 def _grad_wanted(input, *others) -> bool:
@@ -59,6 +78,10 @@ def _grad_wanted(input, *others) -> bool:
         return False
     if not any(isinstance(a, torch.Tensor) and a.requires_grad for a in (input,) + others):
         return False
+    if _on_gpu():
+        raise NotImplementedError(
+            "gradients are not implemented on the cuda backend yet: train on the cpu backend, or call under torch.no_grad()"
+        )
     if not isinstance(input, torch.Tensor):  # the result would be an ndarray, which autograd cannot follow
         raise TypeError(
             f"input must be a torch.Tensor when another argument requires grad, got {type(input).__name__}"
@@ -142,6 +165,11 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     kernel, strides, pads, dilations = _pool_sizes("max_pool2d", kernel_size, stride, padding, dilation)
     out_h, out_w = _pool_output_shape("max_pool2d", x4, kernel, strides, pads, dilations, ceil_mode)
     batch, channels, height, width = x4.shape
+    if _on_gpu():
+        shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
+        return _cuda("pooling").run_max_pool2d(
+            input, x4.shape, kernel, strides, pads, dilations, (out_h, out_w), shape, return_indices
+        )
     out = np.empty((batch * channels, out_h, out_w), dtype=x.dtype)
     want_indices = bool(return_indices) or saved is not None  # the backward pass routes through them
     indices = np.empty(out.shape if want_indices else (1, 1, 1), dtype=np.int64)
@@ -201,6 +229,11 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
             raise ValueError("avg_pool2d: divisor_override must be non-zero, got 0")
     out_h, out_w = _pool_output_shape("avg_pool2d", x4, kernel, strides, pads, dilations, ceil_mode)
     batch, channels, height, width = x4.shape
+    if _on_gpu():
+        shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
+        return _cuda("pooling").run_avg_pool2d(
+            input, x4.shape, kernel, strides, pads, (out_h, out_w), shape, count_include_pad, divisor
+        )
     out = np.empty((batch * channels, out_h, out_w), dtype=x.dtype)
     if out.size:
         _kernels("pooling")._avg_pool2d(
@@ -330,6 +363,9 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, saved=None):
     out_h = (padded[0] - extent[0]) // strides[0] + 1
     out_w = (padded[1] - extent[1]) // strides[1] + 1
     batch = x4.shape[0]
+    if _on_gpu():
+        shape = (out_channels, out_h, out_w) if unbatched else (batch, out_channels, out_h, out_w)
+        return _cuda("conv").run_conv2d(input, weight, bias, x4.shape, strides, before, dilations, groups, shape)
     out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
     if out.size:
         _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups)
@@ -441,6 +477,9 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
             f"padding={pads}, too large for this kernel and stride)"
         )
     batch = x4.shape[0]
+    if _on_gpu():
+        shape = (out_channels, out_h, out_w) if unbatched else (batch, out_channels, out_h, out_w)
+        return _cuda("conv").run_conv_transpose2d(input, weight, bias, x4.shape, strides, pads, dilations, groups, shape)
     out = np.empty((batch, out_channels, out_h, out_w), dtype=x4.dtype)
     if out.size:
         _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups)
@@ -519,7 +558,7 @@ def flatten(input, start_dim=0, end_dim=-1):
     Any dtype. Returns a view of input when its strides allow one (a copy otherwise), input itself when
     start_dim == end_dim, and a 1-element 1-D result for a 0-d input.
     """
-    if not (isinstance(input, np.ndarray) or is_tensor(input)):
+    if not (isinstance(input, np.ndarray) or is_tensor(input) or (on_gpu(input) and _on_gpu())):
         raise TypeError(f"input must be a numpy.ndarray or a torch.Tensor, got {type(input).__name__}")
     shape = tuple(input.shape)
     start = _wrap_dim(start_dim, len(shape), "start_dim")
@@ -544,6 +583,8 @@ def sigmoid(input):
 def _sigmoid(input, saved=None):
     """sigmoid itself; when `saved` is a dict, it receives what the backward pass needs."""
     x = as_array(input, "input")
+    if _on_gpu():
+        return _cuda("activation").run_sigmoid(input, x.shape)
     out = np.empty(x.shape, dtype=x.dtype)
     if out.size:
         _kernels("activation")._sigmoid(contiguous(x).reshape(-1), out.reshape(-1), x.dtype.type(1))
@@ -564,14 +605,14 @@ def _rois(boxes, dtype) -> np.ndarray:
     if isinstance(boxes, (list, tuple)):
         parts = []
         for index, per_image in enumerate(boxes):
-            b = as_array(per_image, f"boxes[{index}]")
+            b = host_values(per_image, f"boxes[{index}]")
             if b.ndim != 2 or b.shape[1] != 4:
                 raise ValueError(f"boxes[{index}] must have shape [L, 4], got {tuple(b.shape)}")
             if b.dtype != dtype:
                 raise TypeError(f"boxes[{index}] has dtype {b.dtype} but input has dtype {dtype}: they must match")
             parts.append(np.concatenate([np.full((b.shape[0], 1), index, dtype=dtype), b], axis=1))
         return np.concatenate(parts) if parts else np.zeros((0, 5), dtype=dtype)
-    rois = as_array(boxes, "boxes")
+    rois = host_values(boxes, "boxes")
     if rois.ndim != 2 or rois.shape[1] != 5:
         raise ValueError(
             f"boxes must be a Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4], "
@@ -639,7 +680,7 @@ def _roi_pool(input, boxes, output_size, spatial_scale, saved=None):
     if saved is not None:
         saved.update(argmax=argmax, batch_index=batch_index, input_shape=x.shape, dtype=x.dtype)
     if out.size == 0:
-        return wrap(out, input)
+        return _cuda("roi").run_roi_pool(input, x.dtype, out.shape, None) if _on_gpu() else wrap(out, input)
     # Corners in the input's dtype, as torchvision computes them; far-away corners are clipped so that the
     # int conversion cannot overflow (they are outside the feature map either way).
     corners = rois[:, 1:] * x.dtype.type(scale)
@@ -649,6 +690,8 @@ def _roi_pool(input, boxes, output_size, spatial_scale, saved=None):
     roi_h = np.maximum(y2 - y1 + 1, 1)
     h_start, h_end = _bin_edges(y1, roi_h, pooled_h, height, x.dtype)
     w_start, w_end = _bin_edges(x1, roi_w, pooled_w, width, x.dtype)
+    if _on_gpu():  # (the bins are computed here, on the host: a few numbers per box)
+        return _cuda("roi").run_roi_pool(input, x.dtype, out.shape, (batch_index, h_start, h_end, w_start, w_end))
     _kernels("roi")._roi_pool(contiguous(x), batch_index, h_start, h_end, w_start, w_end, out, argmax)
     return wrap(out, input)
 
@@ -706,6 +749,14 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     length = math.prod(x.shape[2:])
     if training and batch * length == 1:
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}")
+    if training:
+        for name in ("running_mean", "running_var"):
+            if vectors[name] is not None and not vectors[name].flags.writeable:
+                raise ValueError(f"batch_norm: {name} is read-only, but training updates it in place")
+    if _on_gpu():
+        return _cuda("normalization").run_batch_norm(
+            input, running_mean, running_var, weight, bias, bool(training), momentum, eps, (batch, channels, length)
+        )
     out = np.empty(x.shape, dtype=x.dtype)
     if saved is not None:
         saved.update(training=bool(training), eps=eps, dtype=x.dtype)
@@ -719,9 +770,6 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
     beta = none if bias is None else contiguous(vectors["bias"])
     if training:
         rm, rv = vectors["running_mean"], vectors["running_var"]
-        for name, given in (("running_mean", rm), ("running_var", rv)):
-            if given is not None and not given.flags.writeable:
-                raise ValueError(f"batch_norm: {name} is read-only, but training updates it in place")
         # the kernel updates contiguous running statistics in place; strided views go through a copy
         rm_c = none if rm is None else contiguous(rm)
         rv_c = none if rv is None else contiguous(rv)
@@ -814,7 +862,6 @@ def _cross_entropy(input, target, weight, size_average, ignore_index, reduce, re
     spatial = tuple(x.shape[2:])
     length = math.prod(spatial)
     out_shape = () if x.ndim == 1 else (batch,) + spatial
-    kernels = _kernels("loss")
 
     if t.shape == x.shape:  # class probabilities
         if t.dtype.kind != "f":
@@ -822,6 +869,11 @@ def _cross_entropy(input, target, weight, size_average, ignore_index, reduce, re
         if ignore_index >= 0:
             raise ValueError("cross_entropy: ignore_index is not supported for class-probability targets")
         dtype = np.result_type(x.dtype, t.dtype)  # float32 or float64: x is one of them
+        if _on_gpu():
+            return _cuda("loss").run_cross_entropy(
+                input, target, weight, (batch, classes, length), out_shape, reduction, smoothing, None, dtype
+            )
+        kernels = _kernels("loss")
         losses = np.empty((batch, length))
         if saved is not None:
             saved.update(probabilities=True, reduction=reduction, smoothing=smoothing, denominator=float(losses.size))
@@ -850,6 +902,11 @@ def _cross_entropy(input, target, weight, size_average, ignore_index, reduce, re
                 f"({t.shape[0] if t.ndim else 'none: 0-d target'})"
             )
         raise ValueError(f"cross_entropy: target must have shape {out_shape} for input of shape {tuple(x.shape)}, got {tuple(t.shape)}")
+    if _on_gpu():
+        return _cuda("loss").run_cross_entropy(
+            input, target, weight, (batch, classes, length), out_shape, reduction, smoothing, ignore_index, x.dtype
+        )
+    kernels = _kernels("loss")
     t2 = t.astype(np.int64, copy=False).reshape(-1)
     losses = np.empty((batch, length))
     target_weight = np.empty(losses.size)
@@ -936,6 +993,8 @@ def _mse_loss(input, target, size_average, reduce, reduction, weight, saved=None
             raise ValueError(f"mse_loss: weight must have input's shape {tuple(x.shape)}, got {tuple(w.shape)}")
         dtypes.append(w.dtype)
     dtype = np.result_type(*dtypes)
+    if _on_gpu():
+        return _cuda("loss").run_mse_loss(input, target, weight, shape, dtype, reduction)
 
     def flat(array):
         return contiguous(np.broadcast_to(array.astype(dtype, copy=False), shape)).reshape(-1)

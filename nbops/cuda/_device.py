@@ -1,0 +1,127 @@
+"""Data in and out of the GPU for the cuda backend, and kernel launches.
+
+- A torch CUDA tensor is used in place, through its __cuda_array_interface__ (a non-contiguous one is
+  made contiguous by torch first); results are new torch tensors on its device, and the kernels run on
+  torch's current stream there, so they order with the caller's torch work without a synchronisation.
+- A numba device array is used in place; results are numba device arrays.
+- A host array (ndarray or CPU tensor) is copied to the GPU; the result comes back as the same host type.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+
+import numpy as np
+from numba import cuda
+
+from .._arrays import is_device_array as _is_device_array
+from .._arrays import is_tensor
+
+THREADS = 256  # threads per block (tests lower it so that tiny inputs still span several blocks)
+MAX_BLOCKS = 1 << 16  # the kernels loop over the grid (grid-stride loops), so this many blocks suffice
+LAUNCHES: collections.Counter = collections.Counter()  # kernel name -> launches: tests check the GPU ran
+
+_STREAMS: dict = {}  # torch stream handle -> numba external stream
+
+
+def _torch():
+    return sys.modules["torch"]
+
+
+def _torch_dtype(dtype):
+    return getattr(_torch(), np.dtype(dtype).name)
+
+
+
+
+class Place:
+    """Where the caller's data lives, judged from the operator's input: where outputs are allocated,
+    which stream the kernels run on, and the type the results are handed back as."""
+
+    def __init__(self, like):
+        self.torch_cuda = is_tensor(like) and like.is_cuda
+        self.host_torch = is_tensor(like) and not like.is_cuda
+        self.host = not self.torch_cuda and not _is_device_array(like)
+        if self.torch_cuda:
+            self.device = like.device
+            handle = _torch().cuda.current_stream(like.device).cuda_stream
+            stream = _STREAMS.get(handle)
+            if stream is None:
+                stream = _STREAMS[handle] = cuda.external_stream(handle)
+            self.stream = stream
+        else:
+            self.device = None
+            self.stream = 0  # the default stream
+
+    def array(self, obj, dtype=None):
+        """obj as a C-contiguous device array of `dtype` (default: its own): in place when it is one."""
+        if is_tensor(obj) and obj.is_cuda:
+            tensor = obj.detach()
+            if dtype is not None:
+                tensor = tensor.to(_torch_dtype(dtype))
+            return cuda.as_cuda_array(tensor.contiguous())
+        if _is_device_array(obj):
+            if obj.is_c_contiguous() and (dtype is None or obj.dtype == np.dtype(dtype)):
+                return obj
+            obj = obj.copy_to_host()
+        host = obj.detach().numpy() if is_tensor(obj) else np.asarray(obj)
+        return cuda.to_device(np.ascontiguousarray(host, dtype=dtype), stream=self.stream)
+
+    def empty(self, shape, dtype):
+        """A new output: (the device array the kernels write, the object handed back by give())."""
+        shape = tuple(shape)
+        if self.torch_cuda:
+            tensor = _torch().empty(shape, dtype=_torch_dtype(dtype), device=self.device)
+            return cuda.as_cuda_array(tensor), tensor
+        array = cuda.device_array(shape, dtype=dtype, stream=self.stream)
+        return array, array
+
+    def give(self, handle, shape=None):
+        """An output as the caller's type, reshaped to `shape` if given (a 0-d loss is computed in a
+        1-element array)."""
+        if not self.host:
+            return handle if shape is None else handle.reshape(shape)
+        host = handle.copy_to_host(stream=self.stream)
+        self.synchronize()
+        if shape is not None:
+            host = host.reshape(shape)
+        return _torch().from_numpy(host) if self.host_torch else host
+
+    def synchronize(self) -> None:
+        if self.stream == 0:
+            cuda.synchronize()
+        else:
+            self.stream.synchronize()
+
+    def write_back(self, target, array) -> None:
+        """Copy a device array into a host argument that the operator updates in place (batch norm's
+        running statistics given as host arrays)."""
+        if self.host and not _is_device_array(target) and not (is_tensor(target) and target.is_cuda):
+            values = array.copy_to_host(stream=self.stream)
+            self.synchronize()
+            destination = target.detach().numpy() if is_tensor(target) else target
+            destination[...] = values.reshape(destination.shape)
+
+
+def launch(kernel, count: int, place: Place, *args) -> None:
+    """Run `kernel` over `count` work items (its grid-stride loop takes what the grid does not cover)."""
+    if count <= 0:
+        return
+    blocks = min(MAX_BLOCKS, (count + THREADS - 1) // THREADS)
+    LAUNCHES[kernel.py_func.__name__] += 1
+    kernel[blocks, THREADS, place.stream](*args)
+
+
+def launch_blocks(kernel, blocks: int, threads: int, place: Place, *args) -> None:
+    """Run `kernel` with one block per work item (reductions: `threads` is its shared-memory size)."""
+    if blocks <= 0:
+        return
+    LAUNCHES[kernel.py_func.__name__] += 1
+    kernel[blocks, threads, place.stream](*args)
+
+
+def launch_grid(kernel, grid: tuple, block: tuple, place: Place, *args) -> None:
+    """Run `kernel` on an explicit grid of blocks (tiled kernels: each block owns one tile)."""
+    LAUNCHES[kernel.py_func.__name__] += 1
+    kernel[grid, block, place.stream](*args)

@@ -1,0 +1,200 @@
+"""The cuda backend against torch (CPU), on tiny shapes: on a GPU, or without one under Numba's simulator
+(NUMBA_ENABLE_CUDASIM=1, as CI runs it: `NUMBA_ENABLE_CUDASIM=1 pytest tests/test_cuda_ops.py`).
+Skipped where neither is available. Every test also checks that the GPU kernels ran (their launch
+counts) and that no CPU kernel did."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_pool as tv_roi_pool
+
+import nbops
+from reference import DTYPES, SUM_TOL, assert_same, distinct, randn
+from test_roi import _boxes
+
+cuda = pytest.importorskip("numba.cuda")
+if not cuda.is_available():
+    pytest.skip("no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set", allow_module_level=True)
+
+from nbops.cuda import _device  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def gpu(monkeypatch):
+    """The cuda backend, small blocks (tiny inputs still span several), and no CPU kernel allowed."""
+    monkeypatch.setattr(_device, "THREADS", 16)
+
+    def no_cpu(family):
+        raise AssertionError(f"a CPU kernel ({family}) ran on the cuda backend")
+
+    monkeypatch.setattr(nbops.functional, "_kernels", no_cpu)
+    with nbops.use_backend("cuda"):
+        yield
+
+
+def ran(*kernels):
+    """A context that checks each named kernel was launched inside it."""
+
+    class Check:
+        def __enter__(self):
+            self.before = {k: _device.LAUNCHES[k] for k in kernels}
+
+        def __exit__(self, *exc):
+            if exc[0] is None:
+                for k in kernels:
+                    assert _device.LAUNCHES[k] > self.before[k], f"{k} did not run"
+
+    return Check()
+
+
+def on_device(t):
+    return cuda.to_device(t.numpy())
+
+
+def from_device(array):
+    return torch.from_numpy(array.copy_to_host())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [(2, None, 0, 1, False), (3, 2, 1, 1, True), ((3, 2), (2, 1), (1, 0), (2, 1), False)])
+def test_max_pool2d_on_gpu(case, dtype):
+    k, s, p, d, ceil = case
+    x = distinct((2, 3, 7, 8), dtype)
+    expected, expected_idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    with ran("_max_pool2d"):
+        out, idx = nbops.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    assert_same(out, expected)
+    assert_same(idx, expected_idx)
+    assert_same(torch.from_numpy(nbops.max_pool2d(x.numpy(), k, s, p, d, ceil)), expected)
+    assert_same(from_device(nbops.max_pool2d(on_device(x), k, s, p, d, ceil)), expected)  # stays on the GPU
+
+
+@pytest.mark.parametrize("case", [(2, None, 0, False, True, None), (3, 2, 1, True, False, None), (3, 2, 1, False, True, 5)])
+def test_avg_pool2d_on_gpu(case):
+    x = randn((2, 3, 7, 8))
+    with ran("_avg_pool2d"):
+        assert_same(nbops.avg_pool2d(x, *case), F.avg_pool2d(x, *case))
+    assert_same(nbops.avg_pool2d(x[0], *case), F.avg_pool2d(x[0], *case))  # unbatched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    (4, 6, 3, 1, 1, 1, 1, True),
+    (4, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, False),
+    (3, 4, (4, 2), 1, "same", (1, 2), 1, True),
+])
+def test_conv2d_on_gpu(case, dtype):
+    cin, cout, k, s, p, d, g, has_bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = randn((2, cin, 7, 6), dtype, seed=1)
+    w = randn((cout, cin // g, kh, kw), dtype, seed=2)
+    b = randn((cout,), dtype, seed=3) if has_bias else None
+    with ran("_conv2d_tiled" if dtype == torch.float32 else "_conv2d"):
+        assert_same(nbops.conv2d(x, w, b, s, p, d, g), F.conv2d(x, w, b, s, p, d, g), SUM_TOL[dtype])
+    assert_same(nbops.conv2d(x[0], w, b, s, p, d, g), F.conv2d(x[0], w, b, s, p, d, g), SUM_TOL[dtype])
+
+
+@pytest.mark.parametrize("case", [(4, 2, 2, 2, 0, 0, 1, 1, True), (4, 6, (3, 2), (2, 3), (1, 0), (1, 2), 2, 1, False), (2, 3, 3, 1, 0, 2, 1, 3, True)])
+def test_conv_transpose2d_on_gpu(case):
+    cin, cout, k, s, p, op, g, d, has_bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = randn((2, cin, 4, 5), seed=1)
+    w = randn((cin, cout // g, kh, kw), seed=2)
+    b = randn((cout,), seed=3) if has_bias else None
+    with ran("_conv_transpose2d"):
+        assert_same(nbops.conv_transpose2d(x, w, b, s, p, op, g, d), F.conv_transpose2d(x, w, b, s, p, op, g, d), SUM_TOL[torch.float32])
+
+
+def test_sigmoid_and_flatten_on_gpu():
+    x = randn((3, 50)) * 8
+    x[0, :3] = torch.tensor([-200.0, 200.0, float("nan")])
+    with ran("_sigmoid"):
+        assert_same(nbops.sigmoid(x), torch.sigmoid(x))
+    device = on_device(x)
+    assert_same(from_device(nbops.sigmoid(device)), torch.sigmoid(x))
+    assert nbops.flatten(device).shape == (150,)
+
+
+def test_roi_pool_on_gpu():
+    x = distinct((2, 3, 10, 12))
+    rois = _boxes(9, 10, 12, 2, torch.float32, scale=0.5)
+    with ran("_roi_pool"):
+        assert_same(nbops.roi_pool(x, rois, (3, 2), 0.5), tv_roi_pool(x, rois, (3, 2), 0.5), dict(rtol=0, atol=0))
+    per_image = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    assert_same(from_device(nbops.roi_pool(on_device(x), per_image, 2, 0.5)), tv_roi_pool(x, per_image, 2, 0.5), dict(rtol=0, atol=0))
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (2, 3, 4, 4)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_on_gpu(shape, training):
+    x = randn(shape) * 2 + 1
+    c = shape[1]
+    w, b = randn((c,), seed=1), randn((c,), seed=2)
+    rm, rv = torch.linspace(-1, 1, c), torch.linspace(0.5, 2, c)
+    rm2, rv2 = rm.clone(), rv.clone()
+    with ran("_normalize"):
+        out = nbops.batch_norm(x, rm, rv, w, b, training, 0.1, 1e-5)
+    assert_same(out, F.batch_norm(x, rm2, rv2, w, b, training, 0.1, 1e-5), SUM_TOL[torch.float32])
+    assert_same(rm, rm2, SUM_TOL[torch.float32])  # running statistics updated in place (host arrays)
+    assert_same(rv, rv2, SUM_TOL[torch.float32])
+    if training:
+        assert_same(nbops.batch_norm(x, None, None, None, None, True), F.batch_norm(x, None, None, None, None, True), SUM_TOL[torch.float32])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_on_gpu(reduction):
+    x = randn((5, 4, 3)) * 3
+    target = torch.tensor([[0, 1, 3], [2, 2, 0], [3, 1, 1], [0, 0, 2], [1, 3, 3]])
+    weight = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    kwargs = dict(weight=weight, ignore_index=1, label_smoothing=0.1, reduction=reduction)
+    with ran("_cross_entropy_class"):
+        assert_same(nbops.cross_entropy(x, target, **kwargs), F.cross_entropy(x, target, **kwargs), SUM_TOL[torch.float32])
+    probs = torch.softmax(randn((5, 4, 3), seed=1), dim=1)
+    with ran("_cross_entropy_prob"):
+        assert_same(nbops.cross_entropy(x, probs, reduction=reduction), F.cross_entropy(x, probs, reduction=reduction), SUM_TOL[torch.float32])
+    assert_same(nbops.cross_entropy(x[0, :, 0], target[0, 0], reduction=reduction), F.cross_entropy(x[0, :, 0], target[0, 0], reduction=reduction), SUM_TOL[torch.float32])
+    with pytest.raises(IndexError, match="out of bounds"):
+        nbops.cross_entropy(x, target + 3)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss_on_gpu(reduction):
+    x, y = randn((4, 5)), randn((4, 5), seed=1)
+    w = torch.rand((4, 5), generator=torch.Generator().manual_seed(2))
+    with ran("_squared_error" if reduction == "none" else "_squared_error_sum"):
+        assert_same(nbops.mse_loss(x, y, reduction=reduction), F.mse_loss(x, y, reduction=reduction), SUM_TOL[torch.float32])
+    assert_same(nbops.mse_loss(x, y, reduction=reduction, weight=w), F.mse_loss(x, y, reduction=reduction, weight=w), SUM_TOL[torch.float32])
+    with pytest.warns(UserWarning):
+        assert_same(nbops.mse_loss(x[:, :1], y, reduction=reduction), F.mse_loss(x[:, :1], y, reduction=reduction), SUM_TOL[torch.float32])
+
+
+def test_empty_inputs_on_gpu():
+    x = torch.zeros((0, 2, 4, 4))
+    assert nbops.max_pool2d(x, 2).shape == (0, 2, 2, 2)
+    assert nbops.conv2d(x, torch.zeros(3, 2, 3, 3)).shape == (0, 3, 2, 2)
+    assert nbops.sigmoid(torch.zeros(0)).shape == (0,)
+
+
+def test_gradients_are_refused_on_gpu():
+    with pytest.raises(NotImplementedError, match="cuda backend"):
+        nbops.sigmoid(torch.zeros(3, requires_grad=True))
+
+
+def test_backend_switch():
+    assert nbops.get_backend() == "cuda"
+    with nbops.use_backend("cpu"):
+        assert nbops.get_backend() == "cpu"
+    assert nbops.get_backend() == "cuda"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        nbops.use_backend("tpu").__enter__()
+
+
+def test_conv2d_tiles_on_gpu():
+    """float32 conv2d through the tiled kernel across several tiles of channels, pixels and taps, with
+    groups, stride, dilation and padding."""
+    x = randn((2, 6, 9, 8), seed=4)
+    w = randn((68, 3, 3, 2), seed=5)
+    b = randn((68,), seed=6)
+    with ran("_conv2d_tiled"):
+        assert_same(nbops.conv2d(x, w, b, (2, 1), (1, 0), (1, 2), 2), F.conv2d(x, w, b, (2, 1), (1, 0), (1, 2), 2), SUM_TOL[torch.float32])
