@@ -3,10 +3,11 @@
 Skipped where neither is available. Every test also checks that the GPU kernels ran (their launch
 counts) and that no CPU kernel did."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torchvision.ops import roi_pool as tv_roi_pool
 
 import nbops
@@ -198,3 +199,49 @@ def test_conv2d_tiles_on_gpu():
     b = randn((68,), seed=6)
     with ran("_conv2d_tiled"):
         assert_same(nbops.conv2d(x, w, b, (2, 1), (1, 0), (1, 2), 2), F.conv2d(x, w, b, (2, 1), (1, 0), (1, 2), 2), SUM_TOL[torch.float32])
+
+
+@settings(max_examples=8, deadline=None)  # (the simulator runs a kernel's threads in Python: slowly)
+@given(
+    n=st.integers(1, 2), groups=st.integers(1, 2), cin_per=st.integers(1, 3), cout_per=st.integers(1, 3),
+    h=st.integers(1, 6), w=st.integers(1, 6), kh=st.integers(1, 3), kw=st.integers(1, 3),
+    sh=st.integers(1, 2), sw=st.integers(1, 2), ph=st.integers(0, 2), pw=st.integers(0, 2),
+    dh=st.integers(1, 2), dw=st.integers(1, 2), transposed=st.booleans(), dtype=st.sampled_from(DTYPES),
+)
+def test_convolution_property_on_gpu(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, transposed, dtype):
+    x = randn((n, groups * cin_per, h, w), dtype, seed=h + w)
+    if transposed:
+        weight = randn((groups * cin_per, cout_per, kh, kw), dtype, seed=kw)
+        args = ((sh, sw), (ph, pw), 0, groups, (dh, dw))
+        torch_fn, nbops_fn = F.conv_transpose2d, nbops.conv_transpose2d
+    else:
+        weight = randn((groups * cout_per, cin_per, kh, kw), dtype, seed=kh)
+        args = ((sh, sw), (ph, pw), (dh, dw), groups)
+        torch_fn, nbops_fn = F.conv2d, nbops.conv2d
+    try:
+        expected = torch_fn(x, weight, None, *args)
+    except RuntimeError:
+        with pytest.raises(ValueError):
+            nbops_fn(x, weight, None, *args)
+        return
+    assert_same(nbops_fn(x, weight, None, *args), expected, SUM_TOL[dtype])
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    h=st.integers(1, 7), w=st.integers(1, 7), kh=st.integers(1, 3), kw=st.integers(1, 3), sh=st.integers(1, 3),
+    sw=st.integers(1, 3), ceil=st.booleans(), cip=st.booleans(), data=st.data(),
+)
+def test_pooling_property_on_gpu(h, w, kh, kw, sh, sw, ceil, cip, data):
+    ph = data.draw(st.integers(0, kh // 2))
+    pw = data.draw(st.integers(0, kw // 2))
+    x = distinct((1, 2, h, w), torch.float64)
+    for torch_fn, nbops_fn, args in (
+        (F.max_pool2d, nbops.max_pool2d, ((kh, kw), (sh, sw), (ph, pw), 1, ceil)),
+        (F.avg_pool2d, nbops.avg_pool2d, ((kh, kw), (sh, sw), (ph, pw), ceil, cip)),
+    ):
+        try:
+            expected = torch_fn(x, *args)
+        except RuntimeError:
+            continue
+        assert_same(nbops_fn(x, *args), expected)

@@ -88,7 +88,7 @@ def test_unsupported_objects_and_devices():
 def test_backend_variable(tmp_path):
     assert nbops.get_backend() == "cpu"
     result = _run("import nbops, numpy as np; nbops.sigmoid(np.zeros(2))", NBOPS_BACKEND="tpu")
-    assert result.returncode != 0 and "NBOPS_BACKEND" in result.stderr
+    assert result.returncode != 0 and "NBOPS_BACKEND must be 'cpu' or 'cuda'" in result.stderr
 
 
 def _inputs(seed):
@@ -253,3 +253,47 @@ def test_read_only_install_still_compiles_and_caches():
     assert any(name.endswith(".nbi") for _, _, files in os.walk(cache) for name in files)
     assert not (install / "nbops" / "cpu" / "__pycache__").exists()
     shutil.rmtree(top)
+
+
+def test_cuda_backend_without_a_gpu_is_a_clear_error_at_the_first_call():
+    """NBOPS_BACKEND=cuda imports fine anywhere; with no GPU (and no simulator) the first call says so."""
+    code = (
+        "import numpy as np, nbops\n"
+        "assert nbops.get_backend() == 'cuda'\n"
+        "from numba import cuda\n"
+        "if cuda.is_available():\n"
+        "    print('gpu present'); raise SystemExit(0)\n"
+        "try:\n"
+        "    nbops.sigmoid(np.zeros(3, np.float32))\n"
+        "except RuntimeError as exc:\n"
+        "    assert 'no usable CUDA GPU' in str(exc), exc\n"
+        "    print('clear error')\n"
+        "with nbops.use_backend('cpu'):\n"
+        "    assert nbops.sigmoid(np.zeros(1, np.float32))[0] == 0.5\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["NBOPS_BACKEND"] = "cuda"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "clear error" in result.stdout or "gpu present" in result.stdout
+
+
+def test_backend_names_are_checked():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        nbops.set_backend("tpu")
+    assert nbops.get_backend() == "cpu"
+    with nbops.use_backend("cuda"):
+        assert nbops.get_backend() == "cuda"
+        with nbops.use_backend("cpu"):
+            assert nbops.get_backend() == "cpu"
+        assert nbops.get_backend() == "cuda"
+    assert nbops.get_backend() == "cpu"
+
+
+def test_use_backend_is_per_thread():
+    seen = []
+    with nbops.use_backend("cuda"):
+        thread = threading.Thread(target=lambda: seen.append(nbops.get_backend()))
+        thread.start()
+        thread.join()
+    assert seen == ["cpu"]

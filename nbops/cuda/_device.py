@@ -35,6 +35,13 @@ def _torch_dtype(dtype):
 
 
 
+def _view(tensor):
+    """A numba device array over a contiguous torch CUDA tensor's memory (the tensor stays its owner).
+    sync=False: cuda.as_cuda_array would synchronise the tensor's stream on every call, and the kernels
+    run on that same stream anyway, after the work that wrote the tensor."""
+    return cuda.from_cuda_array_interface(tensor.__cuda_array_interface__, owner=tensor, sync=False)
+
+
 class Place:
     """Where the caller's data lives, judged from the operator's input: where outputs are allocated,
     which stream the kernels run on, and the type the results are handed back as."""
@@ -60,7 +67,7 @@ class Place:
             tensor = obj.detach()
             if dtype is not None:
                 tensor = tensor.to(_torch_dtype(dtype))
-            return cuda.as_cuda_array(tensor.contiguous())
+            return _view(tensor.contiguous())
         if _is_device_array(obj):
             if obj.is_c_contiguous() and (dtype is None or obj.dtype == np.dtype(dtype)):
                 return obj
@@ -73,7 +80,7 @@ class Place:
         shape = tuple(shape)
         if self.torch_cuda:
             tensor = _torch().empty(shape, dtype=_torch_dtype(dtype), device=self.device)
-            return cuda.as_cuda_array(tensor), tensor
+            return _view(tensor), tensor
         array = cuda.device_array(shape, dtype=dtype, stream=self.stream)
         return array, array
 
