@@ -132,3 +132,20 @@ def launch_grid(kernel, grid: tuple, block: tuple, place: Place, *args) -> None:
     """Run `kernel` on an explicit grid of blocks (tiled kernels: each block owns one tile)."""
     LAUNCHES[kernel.py_func.__name__] += 1
     kernel[grid, block, place.stream](*args)
+
+
+@cuda.jit(device=True)
+def unravel3(e, d1, d2):
+    """Flat index e = (a * d1 + b) * d2 + c of a C-ordered (., d1, d2) array -> (a, b, c)."""
+    a = e // (d1 * d2)
+    rest = e - a * d1 * d2
+    b = rest // d2
+    return a, b, rest - b * d2
+
+
+@cuda.jit(device=True)
+def unravel4(e, d1, d2, d3):
+    """Flat index e of a C-ordered (., d1, d2, d3) array -> (a, b, c, d)."""
+    a = e // (d1 * d2 * d3)
+    b, c, d = unravel3(e - a * d1 * d2 * d3, d2, d3)
+    return a, b, c, d

@@ -10,7 +10,7 @@ thread per output element (_conv2d, _conv_transpose2d): the formula as written.
 import numpy as np
 from numba import cuda, float32
 
-from ._device import Place, launch, launch_grid
+from ._device import Place, launch, launch_grid, unravel3, unravel4
 
 TILE_J, TILE_P, TILE_R = 64, 64, 16  # output channels, output pixels and taps per block of _conv2d_tiled
 
@@ -31,12 +31,7 @@ def _conv2d(x, weight, bias, has_bias, out, sh, sw, ph, pw, dh, dw, groups):
     height, width = x.shape[2], x.shape[3]
     group_out = out_channels // groups
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        n = e // (out_channels * out_h * out_w)
-        rest = e - n * out_channels * out_h * out_w
-        j = rest // (out_h * out_w)
-        rest -= j * out_h * out_w
-        h = rest // out_w
-        w = rest - h * out_w
+        n, j, h, w = unravel4(e, out_channels, out_h, out_w)
         g = j // group_out
         total = bias[j] if has_bias else out.dtype.type(0.0)
         for k in range(group_in):
@@ -65,12 +60,7 @@ def _conv_transpose2d(x, weight, bias, has_bias, out, sh, sw, ph, pw, dh, dw, gr
     height, width = x.shape[2], x.shape[3]
     group_in = x.shape[1] // groups
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        n = e // (out_channels * out_h * out_w)
-        rest = e - n * out_channels * out_h * out_w
-        j = rest // (out_h * out_w)
-        rest -= j * out_h * out_w
-        h = rest // out_w
-        w = rest - h * out_w
+        n, j, h, w = unravel4(e, out_channels, out_h, out_w)
         g = j // group_out
         jj = j - g * group_out
         total = bias[j] if has_bias else out.dtype.type(0.0)
@@ -88,15 +78,13 @@ def _conv_transpose2d(x, weight, bias, has_bias, out, sh, sw, ph, pw, dh, dw, gr
         out[n, j, h, w] = total
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _store(out, bias, has_bias, j, p, value):
     """out(n, j, h, w) = value + bias(j) for pixel p = (n, h, w), when j and p are inside the output."""
     batch, channels, out_h, out_w = out.shape
     if j < channels and p < batch * out_h * out_w:
-        n = p // (out_h * out_w)
-        rest = p - n * out_h * out_w
-        h = rest // out_w
-        out[n, j, h, rest - h * out_w] = value + bias[j] if has_bias else value
+        n, h, w = unravel3(p, out_h, out_w)
+        out[n, j, h, w] = value + bias[j] if has_bias else value
 
 
 @cuda.jit(cache=True)
@@ -128,10 +116,7 @@ def _conv2d_tiled(x, weight, bias, has_bias, out, sh, sw, ph, pw, dh, dw, groups
     # the pixel whose column this thread gathers (rows t // 64 + 4s of the input tile)
     column = t % TILE_P
     lp = p0 + column
-    ln = lp // (out_h * out_w)
-    rest = lp - ln * out_h * out_w
-    lh = rest // out_w
-    lw = rest - lh * out_w
+    ln, lh, lw = unravel3(lp, out_h, out_w)
     a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = float32(0.0)
     a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = float32(0.0)
     for r0 in range(0, taps, TILE_R):

@@ -10,7 +10,7 @@ from ._device import Place, launch, launch_blocks
 from .normalization import BLOCK, _block_sum
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _log_sum_exp(x, n, l, classes):
     """log(sum_c exp(x(n, c, l))), the max taken out first; NaN when the max is NaN or infinite."""
     top = x[n, 0, l]

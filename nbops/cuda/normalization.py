@@ -7,12 +7,12 @@ import numpy as np
 from numba import cuda, float64
 
 from .._arrays import is_tensor
-from ._device import Place, launch, launch_blocks
+from ._device import Place, launch, launch_blocks, unravel3
 
 BLOCK = 128  # threads of a statistics block (a power of two: the tree reduction halves it)
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _block_sum(partial, t, value):
     """sum over the block's threads of `value` (each thread passes its own), in shared memory."""
     partial[t] = value
@@ -66,12 +66,10 @@ def _normalize(x, mean, var, weight, has_weight, bias, has_bias, eps, out):
     eps) and shift = beta - mean * scale in float64, as on the CPU."""
     batch, channels, length = x.shape
     for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        i = e // (channels * length)
-        rest = e - i * channels * length
-        j = rest // length
+        i, j, l = unravel3(e, channels, length)
         scale = (float64(weight[j]) if has_weight else 1.0) / math.sqrt(float64(var[j]) + eps)
         shift = (float64(bias[j]) if has_bias else 0.0) - float64(mean[j]) * scale
-        out[i, j, rest - j * length] = x[i, j, rest - j * length] * scale + shift
+        out[i, j, l] = x[i, j, l] * scale + shift
 
 
 def run_batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps, shape3):

@@ -4,7 +4,7 @@ import math
 
 from numba import cuda
 
-from ._device import Place, launch
+from ._device import Place, launch, unravel3
 
 
 @cuda.jit(cache=True)
@@ -19,10 +19,7 @@ def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
     for e in range(cuda.grid(1), planes * out_h * out_w, cuda.gridsize(1)):
-        p = e // (out_h * out_w)
-        rest = e - p * out_h * out_w
-        oh = rest // out_w
-        ow = rest - oh * out_w
+        p, oh, ow = unravel3(e, out_h, out_w)
         ih0 = oh * sh - ph
         while ih0 < 0:
             ih0 += dh
@@ -59,10 +56,7 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
     for e in range(cuda.grid(1), planes * out_h * out_w, cuda.gridsize(1)):
-        p = e // (out_h * out_w)
-        rest = e - p * out_h * out_w
-        oh = rest // out_w
-        ow = rest - oh * out_w
+        p, oh, ow = unravel3(e, out_h, out_w)
         h0 = oh * sh - ph
         h1 = min(h0 + kh, height + ph)
         w0 = ow * sw - pw

@@ -2,7 +2,7 @@
 
 from numba import cuda
 
-from ._device import Place, launch
+from ._device import Place, launch, unravel4
 
 
 @cuda.jit(cache=True)
@@ -16,12 +16,7 @@ def _roi_pool(x, batch_index, h_start, h_end, w_start, w_end, out):
     boxes, channels, pooled_h, pooled_w = out.shape
     lowest = -3.4028234663852886e38
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        k = e // (channels * pooled_h * pooled_w)
-        rest = e - k * channels * pooled_h * pooled_w
-        c = rest // (pooled_h * pooled_w)
-        rest -= c * pooled_h * pooled_w
-        ph = rest // pooled_w
-        pw = rest - ph * pooled_w
+        k, c, ph, pw = unravel4(e, channels, pooled_h, pooled_w)
         h0, h1 = h_start[k, ph], h_end[k, ph]
         w0, w1 = w_start[k, pw], w_end[k, pw]
         if h1 <= h0 or w1 <= w0:
