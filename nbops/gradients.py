@@ -309,7 +309,7 @@ def cross_entropy_backward(grad_output, input, target, weight, saved: dict, need
         kernels._cross_entropy_class_backward(
             _class_rows(x, batch, classes, length),
             contiguous(np.asarray(target).astype(np.int64, copy=False)).reshape(-1),
-            np.empty(0, dtype=x.dtype) if weight is None else contiguous(np.asarray(weight, dtype=x.dtype)),
+            np.ones(classes, dtype=x.dtype) if weight is None else contiguous(np.asarray(weight, dtype=x.dtype)),
             saved["ignore_index"],
             saved["smoothing"],
             scale,

@@ -215,16 +215,15 @@ def _cross_entropy_class_backward(x, target, weight, ignore_index, label_smoothi
         d loss(p) / d x(p, c) = p_c * ((1 - eps) * w(t) + eps / C * sum_c' w(c'))
                                 - (1 - eps) * w(t) * [c == t] - eps / C * w(c)
 
-    p_c = exp(x(p, c) - log(sum_c' exp(x(p, c')))) the softmax, t = target(p), w = weight (here in x's
-    dtype; 1 when empty); 0 for the whole row where t == ignore_index. (From d(-log p_j)/d x(p, c) =
-    p_c - [c == j], summed over the loss's terms.) The per-class loop runs in x's dtype with the
-    vectorisable exp, as the forward pass does.
+    p_c = exp(x(p, c) - log(sum_c' exp(x(p, c')))) the softmax, t = target(p), w = weight (in x's dtype;
+    all ones when the loss has none); 0 for the whole row where t == ignore_index. (From
+    d(-log p_j)/d x(p, c) = p_c - [c == j], summed over the loss's terms.) The per-class loop runs in
+    x's dtype with the vectorisable exp, as the forward pass does.
     """
     positions, classes = x.shape
-    weighted = weight.size > 0
     weight_sum = 0.0
     for c in range(classes):
-        weight_sum += weight[c] if weighted else 1.0
+        weight_sum += weight[c]
     for p in prange(positions):
         t = target[p]
         dst = grad[p]
@@ -235,16 +234,20 @@ def _cross_entropy_class_backward(x, target, weight, ignore_index, label_smoothi
         row = x[p]
         lse = _log_sum_exp(row)
         s = scale[p]
-        w_t = weight[t] if weighted else 1.0
+        w_t = np.float64(weight[t])
         share = row.dtype.type(s * ((1.0 - label_smoothing) * w_t + label_smoothing / classes * weight_sum))
         smooth = row.dtype.type(s * label_smoothing / classes)
-        if weighted:  # two loops rather than a test per element, so that each one vectorises
-            for c in range(classes):
-                dst[c] = share * fast_exp(row[c] - lse) - smooth * weight[c]
-        else:
-            for c in range(classes):
-                dst[c] = share * fast_exp(row[c] - lse) - smooth
+        _softmax_terms(row, lse, share, smooth, weight, dst)
         dst[t] -= s * (1.0 - label_smoothing) * w_t
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _softmax_terms(row, lse, share, smooth, weight, dst):
+    """dst(c) = share * exp(row(c) - lse) - smooth * weight(c), in the row's dtype. (A function of its
+    own, not written into its caller: Numba's IR inliner mis-scopes a second inlined copy of fast_exp
+    in one function, with a warning; LLVM still inlines this call.)"""
+    for c in range(row.size):
+        dst[c] = share * fast_exp(row[c] - lse) - smooth * weight[c]
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
