@@ -245,3 +245,33 @@ def test_pooling_property_on_gpu(h, w, kh, kw, sh, sw, ceil, cip, data):
         except RuntimeError:
             continue
         assert_same(nbops_fn(x, *args), expected)
+
+
+def test_device_arrays_in_place_and_out():
+    """Numba device arrays stay on the GPU: results are device arrays; batch norm updates device
+    running statistics in place; RoI boxes may live on the GPU too; mixed dtypes promote as in torch."""
+    x = randn((4, 3, 5, 5)) * 2 + 1
+    rm, rv = torch.zeros(3), torch.ones(3)
+    rm_d, rv_d = on_device(rm), on_device(rv)
+    out = nbops.batch_norm(on_device(x), rm_d, rv_d, None, None, True, 0.1, 1e-5)
+    expected = F.batch_norm(x, rm, rv, None, None, True, 0.1, 1e-5)
+    assert_same(from_device(out), expected, SUM_TOL[torch.float32])
+    assert_same(from_device(rm_d), rm, SUM_TOL[torch.float32])
+    assert_same(from_device(rv_d), rv, SUM_TOL[torch.float32])
+    rois = _boxes(5, 5, 5, 4, torch.float32)
+    assert_same(from_device(nbops.roi_pool(on_device(x), on_device(rois), 2)), tv_roi_pool(x, rois, 2), dict(rtol=0, atol=0))
+    y64 = randn((4, 3, 5, 5), torch.float64, seed=1)
+    loss = nbops.mse_loss(on_device(x), on_device(y64))
+    assert_same(from_device(loss), F.mse_loss(x, y64), SUM_TOL[torch.float64])
+    target = torch.tensor([0, 2, 1, 1])
+    logits = randn((4, 3))
+    assert_same(from_device(nbops.cross_entropy(on_device(logits), on_device(target), reduction="none")),
+                F.cross_entropy(logits, target, reduction="none"), SUM_TOL[torch.float32])
+
+
+def test_strided_host_inputs_on_gpu():
+    x = randn((2, 3, 8, 8)).contiguous(memory_format=torch.channels_last)
+    w = randn((4, 3, 3, 3), seed=1).transpose(2, 3)  # strided
+    assert_same(nbops.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), SUM_TOL[torch.float32])
+    assert_same(nbops.max_pool2d(x.transpose(2, 3), 2), F.max_pool2d(x.transpose(2, 3), 2))
+    assert_same(nbops.conv_transpose2d(x[0], w.transpose(0, 1), stride=2), F.conv_transpose2d(x[0], w.transpose(0, 1), stride=2), SUM_TOL[torch.float32])
