@@ -165,8 +165,8 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     kernel, strides, pads, dilations = _pool_sizes("max_pool2d", kernel_size, stride, padding, dilation)
     out_h, out_w = _pool_output_shape("max_pool2d", x4, kernel, strides, pads, dilations, ceil_mode)
     batch, channels, height, width = x4.shape
+    shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
     if _on_gpu():
-        shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
         return _cuda("pooling").run_max_pool2d(
             input, x4.shape, kernel, strides, pads, dilations, (out_h, out_w), shape, return_indices
         )
@@ -184,7 +184,6 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
             *pads,
             *dilations,
         )
-    shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
     if saved is not None:
         saved.update(
             indices=indices, input_shape=x.shape, dtype=x.dtype, kernel=kernel, strides=strides, pads=pads,
@@ -229,8 +228,8 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
             raise ValueError("avg_pool2d: divisor_override must be non-zero, got 0")
     out_h, out_w = _pool_output_shape("avg_pool2d", x4, kernel, strides, pads, dilations, ceil_mode)
     batch, channels, height, width = x4.shape
+    shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
     if _on_gpu():
-        shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
         return _cuda("pooling").run_avg_pool2d(
             input, x4.shape, kernel, strides, pads, (out_h, out_w), shape, count_include_pad, divisor
         )
@@ -245,7 +244,6 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
             bool(count_include_pad),
             divisor,
         )
-    shape = (channels, out_h, out_w) if unbatched else (batch, channels, out_h, out_w)
     if saved is not None:
         saved.update(
             input_shape=x.shape, dtype=x.dtype, kernel=kernel, strides=strides, pads=pads,
