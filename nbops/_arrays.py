@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from . import _config
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FLOAT_NAMES = "float32 or float64"
 
@@ -57,13 +59,16 @@ def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
         array = obj
         if not array.dtype.isnative:  # big-endian data: the kernels read native byte order
             array = array.astype(array.dtype.newbyteorder("="))
-    elif on_gpu(obj) and _gpu_backend():
-        array = shape_only(obj, name)
     elif is_tensor(obj):
         try:  # the usual case, a dense CPU tensor without grad: one call, a view (this runs on every argument)
             array = obj.numpy()
-        except (TypeError, RuntimeError):  # torch refuses: find out why, and say it in nbops' words
-            array = _tensor_as_array(obj, name, floating)
+        except (TypeError, RuntimeError):  # torch refuses: a CUDA tensor, or find out why and say it
+            if obj.is_cuda and _config.backend() == "cuda":
+                array = shape_only(obj, name)
+            else:
+                array = _tensor_as_array(obj, name, floating)
+    elif is_device_array(obj) and _config.backend() == "cuda":
+        array = shape_only(obj, name)
     else:
         raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(obj).__name__}")
     if floating:
@@ -77,12 +82,6 @@ def host_values(obj, name: str, *, floating: bool = True) -> np.ndarray:
     if on_gpu(obj):
         obj = obj.detach().cpu() if is_tensor(obj) else obj.copy_to_host()
     return as_array(obj, name, floating=floating)
-
-
-def _gpu_backend() -> bool:
-    from . import _config
-
-    return _config.backend() == "cuda"
 
 
 def _tensor_as_array(obj, name: str, floating: bool) -> np.ndarray:
