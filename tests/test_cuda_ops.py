@@ -275,3 +275,11 @@ def test_strided_host_inputs_on_gpu():
     assert_same(nbops.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), SUM_TOL[torch.float32])
     assert_same(nbops.max_pool2d(x.transpose(2, 3), 2), F.max_pool2d(x.transpose(2, 3), 2))
     assert_same(nbops.conv_transpose2d(x[0], w.transpose(0, 1), stride=2), F.conv_transpose2d(x[0], w.transpose(0, 1), stride=2), SUM_TOL[torch.float32])
+
+
+def test_empty_denominators_on_gpu_give_nan_like_torch():
+    x = randn((4, 3))
+    target = torch.full((4,), 2)
+    assert torch.isnan(nbops.cross_entropy(x, target, ignore_index=2)) and torch.isnan(F.cross_entropy(x, target, ignore_index=2))
+    zero = torch.zeros((4, 3))
+    assert torch.isnan(nbops.mse_loss(x, zero, weight=zero)) and torch.isnan(F.mse_loss(x, zero, weight=zero))
