@@ -153,8 +153,6 @@ class CrossEntropy(torch.autograd.Function):
             raise RuntimeError("cross_entropy: the gradient with respect to weight is not implemented (nor is it in torch)")
         ctx.saved = {}
         out = F._cross_entropy(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, ctx.saved)
-        if isinstance(target, torch.Tensor) and target.requires_grad and not ctx.saved["probabilities"]:
-            raise RuntimeError("cross_entropy: a class-index target cannot require grad")
         _keep(ctx, input=input, target=target, weight=weight)
         return out
 
