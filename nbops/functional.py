@@ -388,6 +388,13 @@ def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups
     return xs, offsets, group_size, plane_w
 
 
+def _conv_work(outputs: int, taps: int) -> int:
+    """A convolution's work in the units of the kernels' serial/parallel choice (elements of an
+    element-wise op, see nbops/cpu/_parallel.py): outputs x taps multiply-adds, of which one core does
+    about 32 in the time it takes to stream one element through memory."""
+    return outputs * taps // 32
+
+
 @functools.lru_cache(maxsize=256)
 def _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w) -> np.ndarray:
     """offsets(k, m, l) of tap (k, m, l) in its group's phase planes, flattened in (k, m, l) order.
@@ -412,10 +419,11 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     order = np.argsort(offsets, kind="stable")
     taps = contiguous(w.reshape(out_channels, -1)[:, order])
     offsets = offsets[order]
+    work = _conv_work(out.size, taps.shape[1])
     if out_h * plane_w <= _SMALL_PLANE:  # short loops for _conv2d_planes: gather and dot products instead
-        kernels._conv2d_pixels(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w)
+        kernels._conv2d_pixels.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w)
     else:
-        kernels._conv2d_planes(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w, rows)
+        kernels._conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w, rows)
 
 
 # Output planes of at most this many values (H_out x padded width) go through _conv2d_pixels: measured on
@@ -535,7 +543,9 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
         if part.size == 0:
             continue
         result = np.empty(part.shape, dtype=out.dtype)
-        kernels._conv2d_planes(xs, taps, offsets, group_size, groups, bias, result, plane_w, rows)
+        kernels._conv2d_planes.pick(_conv_work(result.size, taps.shape[1]))(
+            xs, taps, offsets, group_size, groups, bias, result, plane_w, rows
+        )
         part[...] = result
 
 
@@ -771,9 +781,12 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
         # the kernel updates contiguous running statistics in place; strided views go through a copy
         rm_c = none if rm is None else contiguous(rm)
         rv_c = none if rv is None else contiguous(rv)
-        train = kernels._train_by_channel_block if length < kernels.ROW else kernels._train_long_rows
         mean, var = np.empty(channels), np.empty(channels)  # the batch statistics (float64)
-        train(x3, rm_c, rv_c, gamma, beta, momentum, eps, out3, mean, var)  # (two kernels: each compiles only if used)
+        if length < kernels.ROW:  # (two paths: each kernel compiles only if used)
+            kernels._train_by_channel_block(x3, rm_c, rv_c, gamma, beta, momentum, eps, out3, mean, var)
+        else:
+            kernels._train_long_rows(x3, rm_c, rv_c, momentum, mean, var)
+            kernels._batch_norm_apply(x3, mean, var, gamma, beta, eps, out3)
         for given, updated in ((rm, rm_c), (rv, rv_c)):
             if given is not None and updated is not given:
                 given[...] = updated

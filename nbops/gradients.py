@@ -22,6 +22,7 @@ from .functional import (
     _class_rows,
     _conv2d_fast,
     _conv_transpose2d_fast,
+    _conv_work,
     _divide,
     _kernels,
     _phase_layout,
@@ -100,7 +101,8 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
         grad_rows = np.zeros((batch, channels, rows, plane_w), dtype=grad4.dtype)
         grad_rows[:, :, :out_h, :out_w] = grad4[:, :, :rows]
         kernels = _kernels("conv")
-        kernels._conv2d_weight_grad(xs, grad_rows.reshape(batch, channels, -1), offsets, group_size, groups, grad)
+        work = _conv_work(grad.size, batch * rows * plane_w)
+        kernels._conv2d_weight_grad.pick(work)(xs, grad_rows.reshape(batch, channels, -1), offsets, group_size, groups, grad)
         if not np.isfinite(grad).all():  # an inf input may have met a thrown-away column's 0: sum exactly
             kernels._conv2d_weight_grad_rows(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
     return grad.reshape(weight_shape)

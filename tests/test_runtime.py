@@ -38,7 +38,8 @@ def test_import_compiles_nothing_and_needs_no_torch():
         "import nbops, numpy as np\n"
         "from nbops.cpu import pooling\n"
         "assert 'torch' not in sys.modules\n"
-        "assert not pooling._max_pool2d.signatures, 'compiled at import'\n"
+        "assert not pooling._max_pool2d.parallel.signatures, 'compiled at import'\n"
+            "assert not pooling._max_pool2d.serial.signatures, 'compiled at import'\n"
         "out = nbops.max_pool2d(np.arange(16.0).reshape(1, 1, 4, 4), 2)\n"
         "assert out.tolist() == [[[[5.0, 7.0], [13.0, 15.0]]]], out\n"
         "print('ok')\n"
@@ -146,7 +147,15 @@ def _all_ops_once(seed):
     return _matches(_nbops_results(seed), seed)
 
 
-def test_four_threads_call_ops_at_once():
+@pytest.fixture
+def parallel_kernels(monkeypatch):
+    """Small inputs, but the parallel kernels (whose threads are what threads and fork put at risk)."""
+    from nbops.cpu import _parallel
+
+    monkeypatch.setattr(_parallel, "SERIAL_BELOW", 0)
+
+
+def test_four_threads_call_ops_at_once(parallel_kernels):
     assert _all_ops_once(0)  # compile first, in this thread
     results = [None] * 4
     barrier = threading.Barrier(4)
@@ -169,7 +178,7 @@ def _child(queue):
     queue.put(_nbops_results(7))
 
 
-def test_forked_child_runs_ops_after_parent():
+def test_forked_child_runs_ops_after_parent(parallel_kernels):
     assert _all_ops_once(1)  # the parent has run every parallel kernel
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -187,7 +196,7 @@ def test_forked_child_runs_ops_after_parent():
     assert _matches(results, 7)
 
 
-def test_torch_dataloader_workers_can_call_ops():
+def test_torch_dataloader_workers_can_call_ops(parallel_kernels):
     class Data(torch.utils.data.Dataset):
         def __len__(self):
             return 4

@@ -1,13 +1,14 @@
 """Element-wise activations over flat arrays."""
 
-from numba import njit, prange
+from numba import prange
 
 from ._exp import fast_exp
+from ._parallel import parallel_kernel
 
 CHUNK = 16384  # elements per task of the element-wise kernels
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
+@parallel_kernel(cache=True, fastmath={"contract"}, error_model="numpy")
 def _sigmoid(x, out, one):
     """out_i = 1 / (1 + exp(-input_i))
 
@@ -30,7 +31,7 @@ def _sigmoid(x, out, one):
             dst[-1] = one / (one + fast_exp(-src[-1]))
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
+@parallel_kernel(cache=True, fastmath={"contract"})
 def _sigmoid_backward(grad_out, out, grad_in, one):
     """grad_input_i = grad_output_i * (1 - out_i) * out_i, from the forward output out = sigmoid(input)
     (d sigmoid(x) / dx = sigmoid(x) * (1 - sigmoid(x))); `one` is 1 in the data's dtype."""

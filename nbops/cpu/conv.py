@@ -5,6 +5,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._bounds import _end_valid, _first_valid
+from ._parallel import parallel_kernel
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ from ._bounds import _end_valid, _first_valid
 # ---------------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel(cache=True)
 def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
     """xs(n, ((c * sh + r % sh) * sw + col % sw) * Hq * Wq + (r // sh) * Wq + col // sw)
     = input(n, c, r - ph, col - pw), zero where that is padding; `slack` zeros after the last plane
@@ -96,7 +97,7 @@ def _taps4(d0, src, offsets, t, w0):
 CHANNEL_CHUNK = 16  # output channels per task (with the row blocks and samples: enough tasks)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
+@parallel_kernel(cache=True, fastmath={"contract"}, error_model="numpy")
 def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, rows):
     """conv2d: out(N_i, C_out_j) = bias(C_out_j) + sum_{k=0}^{C_in/groups - 1} weight(C_out_j, k) * input(N_i, g * C_in/groups + k)
 
@@ -160,7 +161,7 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
             j += width
 
 
-@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+@parallel_kernel(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _conv2d_pixels(xs, taps, offsets, group_size, groups, bias, out, plane_w):
     """conv2d as _conv2d_planes computes it (same phase planes, taps and offsets), organised the other
     way round for small planes: per block of four output pixels p = (h, w), the inputs of all taps are
@@ -228,7 +229,7 @@ def _dots4x2(x0, x1, x2, x3, w0, w1, zero):
 WEIGHT_GRAD_BLOCK = 8  # output channels per task of _conv2d_weight_grad (their grad_output rows stay in cache)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
+@parallel_kernel(cache=True, fastmath={"contract", "reassoc"})
 def _conv2d_weight_grad(xs, grad_rows, offsets, group_size, groups, grad_taps):
     """grad_weight(C_out_j, k, m, l) = sum_n sum_h sum_w grad_output(n, j, h, w)
                       * input(n, g*C_in/groups + k, stride[0]*h - padding[0] + dilation[0]*m,
@@ -275,7 +276,7 @@ def _conv2d_weight_grad(xs, grad_rows, offsets, group_size, groups, grad_taps):
                 grad_taps[j, t] = total[j - j0, t]
 
 
-@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
+@parallel_kernel(cache=True, fastmath={"contract", "reassoc"})
 def _conv2d_weight_grad_rows(xs, grad_out, offsets, group_size, groups, plane_w, grad_taps):
     """_conv2d_weight_grad's sum over the output rows only, never touching a thrown-away column:
 
@@ -307,7 +308,7 @@ def _conv2d_weight_grad_rows(xs, grad_out, offsets, group_size, groups, plane_w,
             grad_taps[j, t] = total[t]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel(cache=True)
 def _channel_sums(grad_out, sums):
     """sums(j) = sum_n sum_l grad_output(n, j, l) over an (N, C, L) array, in float64: the gradient of
     a per-channel bias (one task per channel)."""

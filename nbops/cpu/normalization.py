@@ -12,6 +12,8 @@ no task is a handful of elements.
 import numpy as np
 from numba import njit, prange
 
+from ._parallel import parallel_kernel
+
 ROW = 256  # rows at least this long are worth a task each
 BLOCK = 16  # samples per task when rows are short (normalising)
 SPAN = 512  # flat positions per task when rows are short (statistics)
@@ -73,7 +75,7 @@ def _update_running(running_mean, running_var, j, mean, var, momentum, n):
     running_var[j] = (1.0 - momentum) * running_var[j] + momentum * var * (n / (n - 1))
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@parallel_kernel(cache=True, error_model="numpy")
 def _train_by_channel_block(x, running_mean, running_var, weight, bias, momentum, eps, out, mean, var):
     """Training with short rows (normalise with the batch statistics, update the running ones when
     given, i.e. non-empty): a task per block of channels, over all samples, computes
@@ -143,19 +145,19 @@ def _combine(partial, count, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _train_long_rows(x, running_mean, running_var, weight, bias, momentum, eps, out, mean, var):
-    """Training with long rows: the same results as _train_by_channel_block, from partial sums per
-    (i, j) row in parallel, combined per channel in order (float64), then _batch_norm_apply."""
+def _train_long_rows(x, running_mean, running_var, momentum, mean, var):
+    """Training with long rows, the statistics: the same results as _train_by_channel_block's, from
+    partial sums per (i, j) row in parallel, combined per channel in order (float64); the caller then
+    normalises with _batch_norm_apply (a Python-level kernel: it picks serial or parallel itself)."""
     batch, channels, length = x.shape
     _combine(_partial_sums(x, np.zeros(channels), False), batch * length, mean)
     _combine(_partial_sums(x, mean, True), batch * length, var)
     if running_mean.size:
         for j in range(channels):
             _update_running(running_mean, running_var, j, mean[j], var[j], momentum, batch * length)
-    _batch_norm_apply(x, mean, var, weight, bias, eps, out)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@parallel_kernel(cache=True, error_model="numpy")
 def _batch_norm_apply(x, mean, var, weight, bias, eps, out):
     """y(i, j, l) = (x(i, j, l) - mean(C_j)) / sqrt(var(C_j) + eps) * gamma(C_j) + beta(C_j)
 
@@ -197,7 +199,7 @@ def _batch_norm_apply(x, mean, var, weight, bias, eps, out):
                     dst[e] = src[e] * scale_flat[e] + shift_flat[e]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel(cache=True)
 def _batch_norm_backward(x, grad_out, mean, invstd, weight, batch_stats, grad_in, grad_weight, grad_bias):
     """The gradients of y(i, j, l) = xhat(i, j, l) * gamma(C_j) + beta(C_j), xhat = (x - mean(C_j)) * invstd(C_j),
     invstd = 1 / sqrt(var + eps), over M = N * L values per channel:

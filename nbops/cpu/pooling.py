@@ -5,6 +5,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._bounds import _tap_columns
+from ._parallel import parallel_kernel
 
 
 @njit(cache=True, inline="always")
@@ -41,7 +42,7 @@ def _max_into_stride2(dst, line, start, at, first, want_indices):
             dst[w] = v if (v > dst[w] or np.isnan(v)) else dst[w]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel(cache=True)
 def _max_pool2d(x, out, indices, want_indices, kh, kw, sh, sw, ph, pw, dh, dw):
     """out(N_i, C_j, h, w) = max_{m=0..kH-1} max_{n=0..kW-1}
                               input(N_i, C_j, stride[0] * h + dilation[0] * m - padding[0],
@@ -146,7 +147,7 @@ def _divisor(h0, h1, ih0, ih1, w0, w1, iw0, iw1, count_include_pad, divisor_over
     return (ih1 - ih0) * (iw1 - iw0)
 
 
-@njit(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc"})  # no zero-division checks: divisors are never 0
+@parallel_kernel(cache=True, error_model="numpy", fastmath={"reassoc"})  # no zero-division checks: divisors are never 0
 def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     """out(N_i, C_j, h, w) = 1/divisor * sum_{m=0..kH-1} sum_{n=0..kW-1}
                               input(N_i, C_j, stride[0] * h + m - padding[0], stride[1] * w + n - padding[1])
@@ -222,7 +223,7 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
                 row[ow] = row[ow] / (divisor if divisor != 0 else 1)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel(cache=True)
 def _max_pool2d_backward(grad_out, indices, rows_hit, cols_hit, grad_in):
     """grad_input(N_i, C_j, h, w) = sum over the outputs (oh, ow) of plane (N_i, C_j) whose max was input(N_i, C_j, h, w)
                                       (indices(N_i, C_j, oh, ow) = h * W + w) of grad_output(N_i, C_j, oh, ow)
@@ -248,7 +249,7 @@ def _max_pool2d_backward(grad_out, indices, rows_hit, cols_hit, grad_in):
                     dst[at[ow]] += src[ow]
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@parallel_kernel(cache=True, error_model="numpy")
 def _avg_pool2d_backward(grad_out, grad_in, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
     """grad_input(N_i, C_j, h, w) = sum over the windows (oh, ow) that hold input(N_i, C_j, h, w) of
                                       grad_output(N_i, C_j, oh, ow) / divisor(oh, ow)

@@ -2,10 +2,12 @@
 channel."""
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from ._parallel import parallel_kernel
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel(cache=True)
 def _roi_pool(x, batch_index, h_start, h_end, w_start, w_end, out, argmax):
     """out(k, c, ph, pw) = max_{h_start(k, ph) <= h < h_end(k, ph), w_start(k, pw) <= w < w_end(k, pw)}
                                input(batch_index(k), c, h, w)
@@ -43,7 +45,7 @@ def _roi_pool(x, batch_index, h_start, h_end, w_start, w_end, out, argmax):
                 argmax[k, c, ph, pw] = where
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel(cache=True)
 def _roi_pool_backward(grad_out, argmax, batch_index, grad_in):
     """grad_input(n, c, h, w) = sum over (k, ph, pw) with batch_index(k) = n and argmax(k, c, ph, pw) =
     h * W + w of grad_output(k, c, ph, pw): each bin's gradient goes to the value that won it (none for
