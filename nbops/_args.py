@@ -15,6 +15,8 @@ REDUCTIONS = ("none", "mean", "sum")
 
 def pair(value, name: str) -> tuple[int, int]:
     """An int or a sequence of one or two ints -> (height, width)."""
+    if type(value) is int and -MAX_INT <= value <= MAX_INT:  # the usual case, first (bool is not int here)
+        return (value, value)
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if isinstance(value, (list, tuple)):

@@ -127,13 +127,13 @@ def contiguous(array: np.ndarray) -> np.ndarray:
 def wrap(result: np.ndarray, like):
     """Give `result` the caller's type: a torch tensor if `like` is one (sharing memory), else the array."""
     if is_tensor(like):
-        import torch
-
-        return torch.from_numpy(contiguous(result))
+        return sys.modules["torch"].from_numpy(contiguous(result))
     return result
 
 
 def as_int(value, name: str) -> int:
+    if type(value) is int:  # the usual case, first (a bool's type is bool)
+        return value
     if isinstance(value, bool) or isinstance(value, (float, np.floating)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     try:
@@ -143,6 +143,8 @@ def as_int(value, name: str) -> int:
 
 
 def as_float(value, name: str) -> float:
+    if type(value) is float:  # the usual case, first
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
     return float(value)

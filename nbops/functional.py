@@ -76,7 +76,10 @@ def _grad_wanted(input, *others) -> bool:
     torch = sys.modules.get("torch")
     if torch is None or not torch.is_grad_enabled():
         return False
-    if not any(isinstance(a, torch.Tensor) and a.requires_grad for a in (input,) + others):
+    for a in (input,) + others:  # (a loop: cheaper than any() over a generator, and this runs on every call)
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            break
+    else:
         return False
     if _on_gpu():
         raise NotImplementedError(
@@ -982,13 +985,15 @@ def _mse_loss(input, target, size_average, reduce, reduction, weight, saved=None
     y = as_array(target, "target")
     if saved is not None:
         saved.update(reduction=reduction)
-    try:
-        shape = np.broadcast_shapes(x.shape, y.shape)
-    except ValueError:
-        raise ValueError(
-            f"mse_loss: target of shape {tuple(y.shape)} does not broadcast with input of shape {tuple(x.shape)}"
-        ) from None
-    if x.shape != y.shape:
+    if x.shape == y.shape:
+        shape = x.shape
+    else:
+        try:
+            shape = np.broadcast_shapes(x.shape, y.shape)
+        except ValueError:
+            raise ValueError(
+                f"mse_loss: target of shape {tuple(y.shape)} does not broadcast with input of shape {tuple(x.shape)}"
+            ) from None
         warnings.warn(
             f"Using a target size ({tuple(y.shape)}) that is different to the input size ({tuple(x.shape)}). "
             "This will likely lead to incorrect results due to broadcasting. "
@@ -1003,12 +1008,16 @@ def _mse_loss(input, target, size_average, reduce, reduction, weight, saved=None
         if w.shape != x.shape:
             raise ValueError(f"mse_loss: weight must have input's shape {tuple(x.shape)}, got {tuple(w.shape)}")
         dtypes.append(w.dtype)
-    dtype = np.result_type(*dtypes)
+    dtype = dtypes[0] if all(d == dtypes[0] for d in dtypes) else np.result_type(*dtypes)
     if _on_gpu():
         return _cuda("loss").run_mse_loss(input, target, weight, shape, dtype, reduction)
 
-    def flat(array):
-        return contiguous(np.broadcast_to(array.astype(dtype, copy=False), shape)).reshape(-1)
+    def flat(array):  # (the tests for the usual case, same dtype and shape, save np.broadcast_to's cost)
+        if array.dtype != dtype:
+            array = array.astype(dtype)
+        if array.shape != shape:
+            array = np.broadcast_to(array, shape)
+        return contiguous(array).reshape(-1)
 
     xf, yf = flat(x), flat(y)
     wf = flat(w) if w is not None else np.empty(0, dtype=dtype)
