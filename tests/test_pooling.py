@@ -103,20 +103,22 @@ def test_pooling_empty_batch():
     assert_same(nbops.avg_pool2d(x, 2), F.avg_pool2d(x, 2))
 
 
-def test_max_pool2d_nan_and_inf_like_torch():
-    x = distinct((1, 2, 6, 6), torch.float32)
+@pytest.mark.parametrize("width", [6, 30])  # short output rows (windows walked one by one) and wide ones
+def test_max_pool2d_nan_and_inf_like_torch(width):
+    x = distinct((1, 2, 6, width), torch.float32)
     x[0, 0, 1, 1] = float("nan")
     x[0, 0, 4, 4] = float("nan")
     x[0, 0, 4, 5] = float("nan")
     x[0, 1, 0, 0] = float("inf")
     x[0, 1, 5, :] = -float("inf")
+    x[0, 0, 2:4, width - 4 :] = -float("inf")  # windows of -inf only, at the right edge
     for k, s, p in [(2, 2, 0), (3, 1, 1), (3, 2, 1)]:
         out, idx = nbops.max_pool2d(x, k, s, p, return_indices=True)
         exp, exp_idx = F.max_pool2d(x, k, s, p, return_indices=True)
         assert_same(out, exp)
         assert_same(idx, exp_idx)
         assert_same(nbops.avg_pool2d(x, k, s, p), F.avg_pool2d(x, k, s, p))
-    ninf = torch.full((1, 1, 4, 4), -float("inf"))
+    ninf = torch.full((1, 1, 4, 2 * width), -float("inf"))
     assert_same(nbops.max_pool2d(ninf, 2, return_indices=True)[1], F.max_pool2d(ninf, 2, return_indices=True)[1])
 
 
