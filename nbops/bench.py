@@ -3,7 +3,7 @@
     python -m nbops.bench                         # runs `pytest benchmarks --benchmark-only`, then reports
     python -m nbops.bench --json run.json         # reports a saved pytest-benchmark JSON file
     python -m nbops.bench --chart report.svg      # also writes the ratio chart there
-    python -m nbops.bench --runs 3                # three runs; each case from its least disturbed run
+    python -m nbops.bench --runs 3                # three runs; each case from its median run
 
 For every case: torch time, nbops time (medians), ratio = torch / nbops (above 1: nbops is faster),
 nbops' achieved GB/s against this machine's memory bandwidth (a large NumPy copy, measured here), and
@@ -101,19 +101,17 @@ def load_rows(json_path: str) -> list[dict]:
 
 def combine_runs(runs: list[list[dict]]) -> list[dict]:
     """One row per case from several runs of the suite, both sides of a case from the same run: the run
-    in which the case was least disturbed, i.e. whose torch and nbops medians are closest to the best
-    ones seen for that case (the smallest max(torch / best torch, nbops / best nbops)). On a shared
-    machine a slow phase hits a few cases of a run, on either side, and this drops them without
-    favouring one side."""
+    whose ratio torch / nbops is the median of the case's ratios (with an even count, the lower of the
+    middle two). On a shared machine a slow phase hits a few cases of a run, on either side; the median
+    run is neither the luckiest nor the unluckiest one."""
     by_case: dict[tuple, list[dict]] = defaultdict(list)
     for rows in runs:
         for row in rows:
             by_case[(row["op"], row["case"])].append(row)
     combined = []
     for candidates in by_case.values():
-        best_torch = min(row["torch"] for row in candidates)
-        best_nbops = min(row["nbops"] for row in candidates)
-        combined.append(min(candidates, key=lambda row: max(row["torch"] / best_torch, row["nbops"] / best_nbops)))
+        ordered = sorted(candidates, key=lambda row: row["torch"] / row["nbops"])
+        combined.append(ordered[(len(ordered) - 1) // 2])
     return combined
 
 
@@ -198,7 +196,7 @@ def main(argv=None) -> int:
         return 1
     bandwidth = measure_bandwidth()
     if len(json_paths) > 1:
-        print(f"{len(json_paths)} runs; each case from the run in which it was least disturbed (torch and nbops from the same run)")
+        print(f"{len(json_paths)} runs; each case from the run with its median ratio (torch and nbops from the same run)")
     print(table(rows, bandwidth, nominal_peak_gflops()))
     with open(args.chart, "w") as f:
         f.write(chart_svg(rows))

@@ -15,14 +15,18 @@ def _run(path, medians):
     return str(path)
 
 
-def test_each_case_comes_whole_from_its_least_disturbed_run(tmp_path):
-    first = _run(tmp_path / "a.json", {("1M", "torch"): 1.0, ("1M", "nbops"): 0.5, ("4M", "torch"): 4.0, ("4M", "nbops"): 9.0})
-    second = _run(tmp_path / "b.json", {("1M", "torch"): 3.0, ("1M", "nbops"): 0.4, ("4M", "torch"): 4.4, ("4M", "nbops"): 2.0})
-    rows = {row["case"]: row for row in bench.combine_runs([bench.load_rows(first), bench.load_rows(second)])}
-    # 1M: run a is at most 1.25x off its best (nbops 0.5 vs 0.4), run b 3x (torch): a, both sides
-    assert (rows["1M"]["torch"], rows["1M"]["nbops"]) == (1.0, 0.5)
-    # 4M: run a's nbops is 4.5x off, run b's torch only 1.1x: b, both sides
-    assert (rows["4M"]["torch"], rows["4M"]["nbops"]) == (4.4, 2.0)
+def test_each_case_comes_whole_from_its_median_run(tmp_path):
+    medians = [
+        {("1M", "torch"): 1.0, ("1M", "nbops"): 0.5, ("4M", "torch"): 4.0, ("4M", "nbops"): 9.0},  # 2x, 0.44x
+        {("1M", "torch"): 3.0, ("1M", "nbops"): 0.5, ("4M", "torch"): 4.4, ("4M", "nbops"): 2.0},  # 6x, 2.2x
+        {("1M", "torch"): 1.2, ("1M", "nbops"): 0.4, ("4M", "torch"): 4.2, ("4M", "nbops"): 3.0},  # 3x, 1.4x
+    ]
+    runs = [bench.load_rows(_run(tmp_path / f"{i}.json", m)) for i, m in enumerate(medians)]
+    rows = {row["case"]: row for row in bench.combine_runs(runs)}
+    assert (rows["1M"]["torch"], rows["1M"]["nbops"]) == (1.2, 0.4)  # 3x, between 2x and 6x: both sides of run 3
+    assert (rows["4M"]["torch"], rows["4M"]["nbops"]) == (4.2, 3.0)
+    two = {row["case"]: row for row in bench.combine_runs(runs[:2])}
+    assert (two["1M"]["torch"], two["1M"]["nbops"]) == (1.0, 0.5)  # the lower of two
 
 
 def test_one_run_is_reported_as_it_is(tmp_path):

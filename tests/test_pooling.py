@@ -244,3 +244,15 @@ def test_pooling_kernel_variety_all_windows_checked():
             assert_same(out[1], exp[1])
             for cip in (True, False):
                 assert_same(nbops.avg_pool2d(x, k, s, p, ceil, cip), F.avg_pool2d(x, k, s, p, ceil, cip))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 16, 7, 7), (2, 3, 1, 5), (3, 6, 6)])
+def test_avg_pool2d_global_window_matches_torch(shape, dtype):
+    """The window is the whole plane (a network's head): nbops sums each plane at once."""
+    x = randn(shape, dtype)
+    x[0, 0, 0] = float("nan")
+    x[-1, -1, -1] = float("inf")
+    size = shape[-2:]
+    for kwargs in ({}, {"stride": 1}, {"ceil_mode": True, "stride": 3}, {"count_include_pad": False}, {"divisor_override": 5}):
+        assert_same(nbops.avg_pool2d(x, size, **kwargs), F.avg_pool2d(x, size, **kwargs))

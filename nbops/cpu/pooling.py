@@ -157,13 +157,18 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
 
     Wide rows: one task per output row; each tap adds its input columns to the whole row at once (in
     torch's order of terms, in the input's dtype as torch does), a loop the compiler vectorises; then each
-    column is divided by its own divisor. Short rows (a global pool): one task per plane; each window
-    summed directly, a row of the window at a time (the whole window at once when it spans whole input
-    rows), in vector lanes (`reassoc`).
+    column is divided by its own divisor. Short rows: one task per plane; each window summed directly, a
+    row of the window at a time (the whole window at once when it spans whole input rows), in vector
+    lanes (`reassoc`). A global pool (the window is the plane, no padding): one such sum per plane.
     """
     planes, height, width = x.shape
     out_h, out_w = out.shape[1], out.shape[2]
     flat = x.reshape((planes, height * width))
+    if kh == height and kw == width and ph == 0 and pw == 0:  # a global pool (a network's head): one
+        divisor = divisor_override if divisor_override != 0 else kh * kw  # window, the whole plane
+        for p in prange(planes):
+            out[p, 0, 0] = _run_sum(flat, p, 0, height * width) / divisor
+        return
     if out_w < ROW_WIDTH:
         for p in prange(planes):
             for oh in range(out_h):
