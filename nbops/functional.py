@@ -237,7 +237,10 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
             input, x4.shape, kernel, strides, pads, (out_h, out_w), shape, count_include_pad, divisor
         )
     out = np.empty((batch * channels, out_h, out_w), dtype=x.dtype)
-    if out.size:
+    if out.size and kernel == (height, width) and pads == (0, 0):  # a global pool: the window is the plane
+        planes = contiguous(x4).reshape(batch * channels, height, width)
+        _kernels("pooling")._avg_pool2d_global(planes, out, divisor if divisor else height * width)
+    elif out.size:
         _kernels("pooling")._avg_pool2d(
             contiguous(x4).reshape(batch * channels, height, width),
             out,
