@@ -245,8 +245,7 @@ def _cross_entropy_class_backward(x, target, weight, ignore_index, label_smoothi
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _softmax_terms(row, lse, share, smooth, weight, dst):
     """dst(c) = share * exp(row(c) - lse) - smooth * weight(c), in the row's dtype. (A function of its
-    own, not written into its caller: Numba's IR inliner mis-scopes a second inlined copy of fast_exp
-    in one function, with a warning; LLVM still inlines this call.)"""
+    own, as it was written when fast_exp could not be inlined twice in one loop; LLVM inlines the call.)"""
     for c in range(row.size):
         dst[c] = share * fast_exp(row[c] - lse) - smooth * weight[c]
 
