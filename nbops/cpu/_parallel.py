@@ -58,7 +58,7 @@ class ParallelKernel:
         for arg in args:
             if isinstance(arg, np.ndarray):
                 work += arg.size
-        return (self.serial if work < SERIAL_BELOW else self.parallel)(*args)
+        return self.pick(work)(*args)
 
     def __repr__(self):
         return f"<ParallelKernel {self.__qualname__}>"
