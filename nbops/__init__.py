@@ -16,18 +16,14 @@ from . import _config
 _config.setup_threading()
 _config.setup_cache()
 
-from .functional import (  # noqa: E402  (the threading layer must be chosen before any kernel exists)
-    avg_pool2d,
-    batch_norm,
-    conv2d,
-    conv_transpose2d,
-    cross_entropy,
-    flatten,
-    max_pool2d,
-    mse_loss,
-    roi_pool,
-    sigmoid,
-)
+# (E402: the threading layer must be chosen before any kernel exists)
+from .activation import sigmoid  # noqa: E402
+from .conv import conv2d, conv_transpose2d  # noqa: E402
+from .loss import cross_entropy, mse_loss  # noqa: E402
+from .normalization import batch_norm  # noqa: E402
+from .pooling import avg_pool2d, max_pool2d  # noqa: E402
+from .reshape import flatten  # noqa: E402
+from .roi import roi_pool  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -65,7 +65,7 @@ def reduction_mode(reduction, size_average=None, reduce=None) -> str:
         warnings.warn(
             f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
             UserWarning,
-            stacklevel=4,  # the user's call -> the public function -> its body -> here
+            stacklevel=3,  # the user's call -> the public function -> here
         )
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")

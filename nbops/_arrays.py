@@ -39,9 +39,23 @@ _TORCH_DTYPES = {"torch.float32": "float32", "torch.float64": "float64", "torch.
                  "torch.float16": "float16", "torch.int32": "int32", "torch.bool": "bool"}
 
 
-def shape_only(obj, name: str) -> np.ndarray:
-    """A GPU array's shape and dtype as a NumPy array with no memory behind it (every element is one
-    zero): what the shared argument checks read, before the cuda backend runs on the GPU array itself."""
+class StandIn(np.ndarray):
+    """A GPU array seen from the host: its shape and dtype with no memory behind it (every element is
+    one zero), and `source`, the GPU array itself (a torch CUDA tensor or a numba device array).
+
+    The fronts check it like any array; the cuda backend reads `source`. Views made of it (x[None], a
+    reshape) keep their source, so the backend gets the caller's data in the checked shape.
+    """
+
+    source = None
+
+    def __array_finalize__(self, obj):
+        self.source = getattr(obj, "source", None)
+
+
+def shape_only(obj, name: str) -> StandIn:
+    """A GPU array's StandIn: what the shared argument checks read, before the cuda backend runs on the
+    GPU array itself."""
     if is_tensor(obj):
         if repr(obj.dtype) not in _TORCH_DTYPES:
             raise TypeError(f"{name} has dtype {obj.dtype}, which nbops cannot read")
@@ -49,12 +63,14 @@ def shape_only(obj, name: str) -> np.ndarray:
     else:
         dtype = np.dtype(obj.dtype)
     shape = tuple(int(size) for size in obj.shape)
-    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape, (0,) * len(shape))
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape, (0,) * len(shape)).view(StandIn)
+    stand_in.source = obj
+    return stand_in
 
 
 def as_array(obj, name: str, *, floating: bool = True) -> np.ndarray:
     """A NumPy view of `obj` (no copy for a CPU tensor or an ndarray); dtype checked when `floating`.
-    On the cuda backend a GPU array gives its shape_only() stand-in (the checks need no values)."""
+    On the cuda backend a GPU array gives its StandIn (the checks need no values)."""
     if isinstance(obj, np.ndarray):
         array = obj
         if not array.dtype.isnative:  # big-endian data: the kernels read native byte order
@@ -124,9 +140,10 @@ def contiguous(array: np.ndarray) -> np.ndarray:
     return np.array(array, order="C")  # (np.ascontiguousarray would turn a 0-d array into 1-d)
 
 
-def wrap(result: np.ndarray, like):
-    """Give `result` the caller's type: a torch tensor if `like` is one (sharing memory), else the array."""
-    if is_tensor(like):
+def wrap(result, like):
+    """Give a backend's result the caller's type: a host array becomes a torch tensor (sharing memory) if
+    `like` is one. A GPU result (torch CUDA tensor, device array) is already the caller's type."""
+    if isinstance(result, np.ndarray) and is_tensor(like):
         return sys.modules["torch"].from_numpy(contiguous(result))
     return result
 

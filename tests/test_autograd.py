@@ -561,16 +561,18 @@ def test_gradients_of_strided_and_channels_last_inputs():
 
 
 def test_numpy_backward_passes_without_autograd():
-    """nbops.gradients on plain arrays: the forward body fills `saved`, the backward pass returns arrays."""
-    from nbops import functional, gradients
+    """The CPU backend's drivers on plain arrays: run_conv2d, then run_conv2d_backward returns arrays."""
+    from nbops.cpu import conv
 
     x, w, b = randn((2, 3, 7, 6), torch.float64), randn((4, 3, 3, 3), torch.float64, seed=1), randn((4,), torch.float64, seed=2)
-    saved = {}
-    out = functional._conv2d(x.numpy(), w.numpy(), b.numpy(), 2, 1, 1, 1, saved)
+    options = ((2, 2), (1, 1), (1, 1), (1, 1), 1)  # stride, padding before and after, dilation, groups
+    out = conv.run_conv2d(x.numpy(), w.numpy(), b.numpy(), *options, (4, 3))
     grad_output = randn(out.shape, torch.float64, seed=3)
-    grads = gradients.conv2d_backward(grad_output.numpy(), x.numpy(), w.numpy(), saved)
+    grads = conv.run_conv2d_backward(grad_output.numpy(), x.numpy(), w.numpy(), *options)
     xa, wa, ba = leaf(x), leaf(w), leaf(b)
-    F.conv2d(xa, wa, ba, 2, 1).backward(grad_output)
+    expected = F.conv2d(xa, wa, ba, 2, 1)
+    assert_same(torch.from_numpy(out), expected.detach(), SUM_TOL[torch.float64])
+    expected.backward(grad_output)
     for mine, ref in zip(grads, (xa.grad, wa.grad, ba.grad)):
         assert isinstance(mine, np.ndarray)
         assert_same(torch.from_numpy(mine), ref, SUM_TOL[torch.float64])

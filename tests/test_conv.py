@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nbops
+from nbops.cpu import conv as cpu_conv
 from reference import DTYPES, SUM_TOL, assert_same, non_contiguous, randn
 
 # (C_in, C_out, kernel, stride, padding, dilation, groups, bias)
@@ -28,12 +29,12 @@ CONV_CASES = [
 @contextlib.contextmanager
 def conv_path(path):
     """Run conv2d through one of its two kernels whatever the plane size: 'planes' or 'pixels'."""
-    saved = nbops.functional._SMALL_PLANE
-    nbops.functional._SMALL_PLANE = -1 if path == "planes" else 10**12
+    saved = cpu_conv.SMALL_PLANE
+    cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
     try:
         yield
     finally:
-        nbops.functional._SMALL_PLANE = saved
+        cpu_conv.SMALL_PLANE = saved
 
 
 @pytest.mark.parametrize("path", ["planes", "pixels"])

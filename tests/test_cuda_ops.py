@@ -18,6 +18,7 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():
     pytest.skip("no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set", allow_module_level=True)
 
+from nbops import _dispatch  # noqa: E402
 from nbops.cuda import _device  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def gpu(monkeypatch):
     def no_cpu(family):
         raise AssertionError(f"a CPU kernel ({family}) ran on the cuda backend")
 
-    monkeypatch.setattr(nbops.functional, "_kernels", no_cpu)
+    monkeypatch.setattr(_dispatch, "cpu", no_cpu)
     with nbops.use_backend("cuda"):
         yield
 

@@ -1,6 +1,10 @@
-"""Element-wise activations over flat arrays."""
+"""sigmoid on the CPU: the drivers the front calls (run_sigmoid, run_sigmoid_backward, at the end) and
+their element-wise kernels over flat arrays."""
 
+import numpy as np
 from numba import prange
+
+from .._arrays import contiguous
 
 from ._exp import fast_exp
 from ._parallel import parallel_kernel
@@ -41,3 +45,23 @@ def _sigmoid_backward(grad_out, out, grad_in, one):
         dst = grad_in[b * CHUNK : (b + 1) * CHUNK]
         for i in range(dst.size):
             dst[i] = dy[i] * (one - y[i]) * y[i]
+
+
+# ------------------------------------------------------------------------------------------- drivers
+
+
+def run_sigmoid(x):
+    """sigmoid(x), a new array of x's shape and dtype (any shape)."""
+    out = np.empty(x.shape, dtype=x.dtype)
+    if out.size:
+        _sigmoid(contiguous(x).reshape(-1), out.reshape(-1), x.dtype.type(1))
+    return out
+
+
+def run_sigmoid_backward(grad_output, output):
+    """grad_input = grad_output * (1 - output) * output, from the forward pass's output."""
+    out = contiguous(output)
+    grad_input = np.empty(out.shape, dtype=out.dtype)
+    if out.size:
+        _sigmoid_backward(contiguous(grad_output).reshape(-1), out.reshape(-1), grad_input.reshape(-1), out.dtype.type(1))
+    return grad_input

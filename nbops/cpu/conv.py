@@ -1,8 +1,17 @@
-"""2-D convolution over stride-phase planes; functional.py runs conv_transpose2d through the same
-kernel, as one small convolution per output phase."""
+"""2-D convolution on the CPU over stride-phase planes: the kernels, then the drivers the front calls
+(run_conv2d, run_conv_transpose2d and their backward passes). conv_transpose2d runs through the same
+kernel, as one small convolution per output phase.
+
+The drivers take checked 4-D NumPy arrays and normalised sizes (pairs of ints) and return new arrays.
+"""
+
+import functools
+import math
 
 import numpy as np
 from numba import njit, prange
+
+from .._arrays import contiguous
 
 from ._bounds import _end_valid, _first_valid
 from ._parallel import parallel_kernel
@@ -320,3 +329,242 @@ def _channel_sums(grad_out, sums):
             for l in range(length):
                 total += row[l]
         sums[j] = total
+
+
+# ------------------------------------------------------------------------------------------- drivers
+# What the front calls: run_conv2d, run_conv_transpose2d and their backward passes, on checked 4-D
+# NumPy arrays and normalised sizes. The input gradient of a convolution is a transposed convolution of
+# grad_output with the same weight, and that of a transposed convolution a convolution, as the
+# formulas say: both go through the same phase-plane kernels.
+
+
+def run_conv2d(x4, w, b, strides, before, after, dilations, groups, out_hw):
+    """out (N, C_out, H_out, W_out) = conv2d of x4 (N, C_in, H, W) with weight w (C_out, C_in / groups,
+    kH, kW) and bias b (C_out, or None), zero padding `before` (top, left) and `after` (bottom, right)."""
+    batch, _, height, width = x4.shape
+    out = np.empty((batch, w.shape[0]) + tuple(out_hw), dtype=x4.dtype)
+    if out.size:
+        padded = (height + before[0] + after[0], width + before[1] + after[1])
+        bias = np.zeros(w.shape[0], dtype=x4.dtype) if b is None else b
+        _conv2d_fast(x4, w, bias, out, strides, before, padded, dilations, groups)
+    return out
+
+
+def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups):
+    """The phase planes of the (padded) input and each tap's offset in its group's planes (see the
+    top of this file): (xs, offsets in (k, m, l) order, group_size, plane_w). `out_h` is the number of
+    output rows that will be read (the thrown-away columns of the last one read a little past the last
+    plane: the layout ends with enough zeros for them)."""
+    (sh, sw), (dh, dw) = strides, dilations
+    group_in, kh, kw = w_shape[1:]
+    plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
+    offsets = _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w)
+    group_size = group_in * sh * sw * plane_h * plane_w
+    need = (groups - 1) * group_size + out_h * plane_w + (int(offsets.max()) if offsets.size else 0)
+    slack = max(0, need - groups * group_size)
+    xs = _phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack)
+    return xs, offsets, group_size, plane_w
+
+
+def _conv_work(outputs: int, taps: int) -> int:
+    """A convolution's work in the units of the kernels' serial/parallel choice (elements of an
+    element-wise op, see nbops/cpu/_parallel.py): outputs x taps multiply-adds, of which one core does
+    about 32 in the time it takes to stream one element through memory."""
+    return outputs * taps // 32
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w) -> np.ndarray:
+    """offsets(k, m, l) of tap (k, m, l) in its group's phase planes, flattened in (k, m, l) order.
+    Cached (a network calls each layer's shapes over and over, and building these costs more than a
+    small layer's convolution): the kernels and callers only read it."""
+    plane = plane_h * plane_w
+    k, m, l = np.meshgrid(np.arange(group_in), np.arange(kh), np.arange(kw), indexing="ij")
+    offsets = (((k * sh + (m * dh) % sh) * sw + (l * dw) % sw) * plane + (m * dh // sh) * plane_w + l * dw // sw).reshape(-1)
+    return offsets.astype(np.int64)
+
+
+def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
+    """Run conv2d through the phase planes (see the top of this file): lay out the input, list each tap's
+    offset in its group's planes, and pick the kernel by the size of an output plane."""
+    out_channels = w.shape[0]
+    out_h = out.shape[2]
+    xs, offsets, group_size, plane_w = _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups)
+    rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop
+    # taps in the order of their offsets: with a stride, the taps reading one phase plane come together,
+    # so the four taps of an inner loop read neighbouring memory (the same sum, in another order)
+    order = np.argsort(offsets, kind="stable")
+    taps = contiguous(w.reshape(out_channels, -1)[:, order])
+    offsets = offsets[order]
+    work = _conv_work(out.size, taps.shape[1])
+    if out_h * plane_w <= SMALL_PLANE:  # short loops for _conv2d_planes: gather and dot products instead
+        _conv2d_pixels.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w)
+    else:
+        _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w, rows)
+
+
+# Output planes of at most this many values (H_out x padded width) go through _conv2d_pixels: measured on
+# 16x256x14x14 3x3 (224 values), 48 ms against 55-73 ms through _conv2d_planes; at 28x28 (840 values)
+# and above _conv2d_planes is as fast or faster.
+SMALL_PLANE = 512
+
+
+def run_conv_transpose2d(x4, w, b, strides, pads, dilations, groups, out_hw):
+    """out (N, C_out, H_out, W_out) = conv_transpose2d of x4 (N, C_in, H, W) with weight w (C_in,
+    C_out / groups, kH, kW) and bias b (C_out, or None); out_hw includes output_padding."""
+    out_channels = w.shape[1] * groups
+    out = np.empty((x4.shape[0], out_channels) + tuple(out_hw), dtype=x4.dtype)
+    if out.size:
+        bias = np.zeros(out_channels, dtype=x4.dtype) if b is None else b
+        _conv_transpose2d_fast(x4, w, bias, out, strides, pads, dilations, groups)
+    return out
+
+
+def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
+    """conv_transpose2d as stride**2 small convolutions, one per output phase, through conv2d's phase
+    planes.
+
+    out(n, j, s*h - p + d*m, ...) += input(n, i, h, ...) * weight(i, j', m, ...): the output rows
+    oh = s*h' + a of phase a receive tap m only when (a + p - d*m) is a multiple of s, and then from
+    input row h' + (a + p - d*m) // s. So each phase (a, b) is a stride-1 correlation of the zero-padded
+    input with its own taps at their own offsets, written to out[..., a::s, b::s].
+    """
+    (sh, sw), (ph, pw), (dh, dw) = strides, pads, dilations
+    in_channels, group_out, kh, kw = w.shape
+    group_in = in_channels // groups
+    out_channels = group_out * groups
+    batch, _, height, width = x4.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    # per phase: the taps that reach it and their input offsets
+    taps_h = [[(m, (a + ph - dh * m) // sh) for m in range(kh) if (a + ph - dh * m) % sh == 0] for a in range(sh)]
+    taps_w = [[(l, (c + pw - dw * l) // sw) for l in range(kw) if (c + pw - dw * l) % sw == 0] for c in range(sw)]
+    shifts_h = [d for phase in taps_h for _, d in phase] or [0]
+    shifts_w = [d for phase in taps_w for _, d in phase] or [0]
+    top, left = max(0, -min(shifts_h)), max(0, -min(shifts_w))
+    phase_h, phase_w = -(-out_h // sh), -(-out_w // sw)  # the largest phase's size
+    plane_h = top + height + max(0, phase_h + max(max(shifts_h), 0) - height)
+    plane_w = left + width + max(0, phase_w + max(max(shifts_w), 0) - width)
+    plane = plane_h * plane_w
+    group_size = group_in * plane
+    # weight(g * C_in/groups + k, j', m, l) as taps(g * C_out/groups + j', k, m, l)
+    by_output = contiguous(w).reshape(groups, group_in, group_out, kh, kw).transpose(0, 2, 1, 3, 4)
+    by_output = by_output.reshape(out_channels, group_in, kh, kw)
+    phases = []
+    for a in range(sh):
+        for c in range(sw):
+            rows_m = [m for m, _ in taps_h[a]]
+            cols_l = [l for l, _ in taps_w[c]]
+            k, dm, dl = np.meshgrid(np.arange(group_in), [d for _, d in taps_h[a]], [d for _, d in taps_w[c]], indexing="ij")
+            offsets = (k * plane + (dm + top) * plane_w + (dl + left)).reshape(-1).astype(np.int64)
+            taps = contiguous(by_output[:, :, rows_m][:, :, :, cols_l].reshape(out_channels, -1))
+            phases.append((a, c, offsets, taps))
+    need = max((groups - 1) * group_size + phase_h * plane_w + (int(o.max()) if o.size else 0) for _, _, o, _ in phases)
+    slack = max(0, need - groups * group_size)
+    xs = _phase_planes(contiguous(x4), top, left, 1, 1, plane_h, plane_w, slack)
+    rows = max(1, -(-1024 // plane_w))
+    bias = contiguous(b)
+    for a, c, offsets, taps in phases:
+        part = out[:, :, a::sh, c::sw]
+        if part.size == 0:
+            continue
+        result = np.empty(part.shape, dtype=out.dtype)
+        _conv2d_planes.pick(_conv_work(result.size, taps.shape[1]))(
+            xs, taps, offsets, group_size, groups, bias, result, plane_w, rows
+        )
+        part[...] = result
+
+
+def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, dilations, groups):
+    """grad_weight(j, k, m, l) = sum_n sum_h sum_w grad4(n, j, h, w) * padded source4(n, g*K + k,
+    stride*h + dilation*m - before, ...) for h < rows, through the phase planes (_conv2d_weight_grad)."""
+    out_channels = grad4.shape[1]
+    grad = np.empty((out_channels, math.prod(weight_shape[1:])), dtype=grad4.dtype)
+    if grad4.shape[0] == 0 or grad4.shape[2] == 0 or grad4.shape[3] == 0:
+        grad[...] = 0
+    else:
+        xs, offsets, group_size, plane_w = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups)
+        # grad_output on the planes' flat index h * Wq + w (zeros in the columns past W_out): each
+        # (sample, channel, tap) is then one long dot product
+        batch, channels, out_h, out_w = grad4.shape
+        grad_rows = np.zeros((batch, channels, rows, plane_w), dtype=grad4.dtype)
+        grad_rows[:, :, :out_h, :out_w] = grad4[:, :, :rows]
+        work = _conv_work(grad.size, batch * rows * plane_w)
+        _conv2d_weight_grad.pick(work)(xs, grad_rows.reshape(batch, channels, -1), offsets, group_size, groups, grad)
+        if not np.isfinite(grad).all():  # an inf input may have met a thrown-away column's 0: sum exactly
+            _conv2d_weight_grad_rows(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
+    return grad.reshape(weight_shape)
+
+
+def _bias_grad(grad4: np.ndarray) -> np.ndarray:
+    """grad_bias(j) = sum_n sum_h sum_w grad_output(n, j, h, w)."""
+    batch, channels = grad4.shape[:2]
+    sums = np.zeros(channels)
+    if grad4.size:
+        _channel_sums(grad4.reshape(batch, channels, -1), sums)
+    return sums.astype(grad4.dtype)
+
+
+def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, groups, needs=(True, True, True)):
+    """(grad_input, grad_weight, grad_bias) of conv2d, each only where `needs` says so (None otherwise);
+    grad_output (N, C_out, H_out, W_out), the other arguments run_conv2d's.
+
+    grad_input(n, i) = sum_j weight(j, i') (*T) grad_output(n, j): the transposed convolution with the
+    same stride, dilation and groups, computed over the padded input and cropped to it; with stride 1,
+    the same sum as a convolution of the padded grad_output with the kernel turned round.
+    """
+    x4, gy, w = contiguous(x4), contiguous(grad_output), contiguous(w)
+    batch, in_channels, height, width = x4.shape
+    padded = (height + before[0] + after[0], width + before[1] + after[1])
+    out_h, out_w = gy.shape[2], gy.shape[3]
+    grad_input = grad_weight = grad_bias = None
+    if needs[0]:
+        kh, kw = w.shape[2], w.shape[3]
+        extent = (dilations[0] * (kh - 1), dilations[1] * (kw - 1))
+        zeros = np.zeros(in_channels, dtype=x4.dtype)
+        if not gy.size:
+            grad_input = np.zeros(x4.shape, dtype=x4.dtype)
+        elif strides == (1, 1) and max(before[0], after[0]) <= extent[0] and max(before[1], after[1]) <= extent[1]:
+            # stride 1: a plain correlation of grad_output, padded by extent - padding, with the kernel
+            # turned round and input and output channels swapped in each group
+            grad_input = np.empty(x4.shape, dtype=x4.dtype)
+            group_out, group_in = w.shape[0] // groups, w.shape[1]
+            turned = w.reshape(groups, group_out, group_in, kh, kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+            turned = contiguous(turned).reshape(in_channels, group_out, kh, kw)
+            pads = (extent[0] - before[0], extent[1] - before[1])
+            around = (out_h + 2 * extent[0] - before[0] - after[0], out_w + 2 * extent[1] - before[1] - after[1])
+            _conv2d_fast(gy, turned, zeros, grad_input, (1, 1), pads, around, dilations, groups)
+        else:  # the transposed convolution over the padded input, cropped to the input
+            reach = ((out_h - 1) * strides[0] + extent[0] + 1, (out_w - 1) * strides[1] + extent[1] + 1)
+            full = np.zeros((batch, in_channels) + padded, dtype=x4.dtype)  # rows past the last window get 0
+            spread = np.empty((batch, in_channels) + reach, dtype=x4.dtype)
+            _conv_transpose2d_fast(gy, w, zeros, spread, strides, (0, 0), dilations, groups)
+            full[:, :, : reach[0], : reach[1]] = spread
+            grad_input = contiguous(full[:, :, before[0] : before[0] + height, before[1] : before[1] + width])
+    if needs[1]:
+        grad_weight = _weight_grad(x4, gy, w.shape, out_h, strides, before, padded, dilations, groups)
+    if len(needs) > 2 and needs[2]:
+        grad_bias = _bias_grad(gy)
+    return grad_input, grad_weight, grad_bias
+
+
+def run_conv_transpose2d_backward(grad_output, x4, w, strides, pads, dilations, groups, needs=(True, True, True)):
+    """(grad_input, grad_weight, grad_bias) of conv_transpose2d, each only where `needs` says so (None
+    otherwise); grad_output (N, C_out, H_out, W_out), the other arguments run_conv_transpose2d's.
+
+    grad_input = conv2d(grad_output, weight, stride, padding, dilation, groups), its first H x W;
+    grad_weight(i, j', m, l) = sum_n sum_h sum_w input(n, i, h, w)
+                               * grad_output(n, g*C_out/groups + j', stride*h - padding + dilation*m, ...).
+    """
+    x4, gy, w = contiguous(x4), contiguous(grad_output), contiguous(w)
+    batch, in_channels, height, width = x4.shape
+    padded = (gy.shape[2] + 2 * pads[0], gy.shape[3] + 2 * pads[1])
+    grad_input = grad_weight = grad_bias = None
+    if needs[0]:
+        grad_input = np.zeros(x4.shape, dtype=x4.dtype)
+        if grad_input.size:
+            _conv2d_fast(gy, w, np.zeros(in_channels, dtype=x4.dtype), grad_input, strides, pads, padded, dilations, groups)
+    if needs[1]:
+        grad_weight = _weight_grad(gy, x4, w.shape, height, strides, pads, padded, dilations, groups)
+    if len(needs) > 2 and needs[2]:
+        grad_bias = _bias_grad(gy)
+    return grad_input, grad_weight, grad_bias

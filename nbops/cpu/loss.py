@@ -1,8 +1,13 @@
-"""Cross entropy and mean squared error. Logits come as (P, C): one row per position (sample, or pixel)."""
+"""Cross entropy and mean squared error on the CPU: the kernels, then the drivers the front calls
+(run_cross_entropy, run_mse_loss and their backward passes). Logits come as (P, C): one row per
+position (sample, or pixel)."""
+
+import math
 
 import numpy as np
 from numba import njit, prange
 
+from .._arrays import contiguous
 from ._exp import fast_exp
 from ._intrinsics import maximum
 from ._parallel import parallel_kernel
@@ -313,3 +318,218 @@ def _squared_error_backward(x, y, weight, weighted, scale, per_element, grad_x, 
             for n in range(gw.size):
                 d = xs[n] - ys[n]
                 gw[n] = d * d * (scale[start + n] if per_element else scale[0])
+
+
+# ------------------------------------------------------------------------------------------- drivers
+# What the front calls: run_cross_entropy, run_mse_loss and their backward passes, on checked NumPy
+# arrays. Losses are summed in float64 and returned in the data's dtype: a 0-d array for 'mean' and
+# 'sum', the per-position losses for 'none'.
+
+_NO_WEIGHT = np.empty(0)  # the kernels read an empty weight as "no weight" (every w(c) = 1)
+
+
+def _scalar(value: float, dtype) -> np.ndarray:
+    return np.asarray(value, dtype=dtype)
+
+
+def _divide(numerator: float, denominator: float) -> float:
+    """numerator / denominator with IEEE rules (x/0 = +-inf, 0/0 = nan) rather than ZeroDivisionError."""
+    if denominator != 0:
+        return numerator / denominator
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(numerator) / np.float64(denominator))
+
+
+def _class_rows(array: np.ndarray, batch: int, classes: int, length: int) -> np.ndarray:
+    """(N, C, d1, ..., dk) -> (N * L, C), C-contiguous: one row of class scores per position.
+
+    Free for (N, C) and (C,) inputs; spatial inputs get one transposing copy, so that the kernels always
+    read contiguous rows.
+    """
+    if length == 1:
+        return contiguous(array).reshape(batch, classes)
+    rows = contiguous(array).reshape(batch, classes, length)
+    return contiguous(np.swapaxes(rows, 1, 2)).reshape(batch * length, classes)
+
+
+def _from_class_rows(rows: np.ndarray, shape: tuple) -> np.ndarray:
+    """The inverse of _class_rows: (N * L, C) rows -> an array of the input's shape (N = 0 included)."""
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    batch, classes = shape[0], shape[1]
+    length = math.prod(shape[2:])
+    return contiguous(np.swapaxes(rows.reshape(batch, length, classes), 1, 2)).reshape(shape)
+
+
+def run_cross_entropy(x, target, weight, shape3, out_shape, reduction, smoothing, ignore_index, dtype):
+    """cross_entropy of logits x (shape3 = (N, C, L) as N samples of C classes at L positions) against
+    class-index targets (ignore_index an int) or class probabilities of x's shape (ignore_index None),
+    computed in `dtype`; weight (C,) or None. A class index outside [0, C) is an IndexError."""
+    batch, classes, length = shape3
+    losses = np.empty(batch * length)
+    if ignore_index is None:  # class probabilities: the mean is over positions
+        if losses.size:
+            _cross_entropy_prob(
+                _class_rows(x.astype(dtype, copy=False), batch, classes, length),
+                _class_rows(target.astype(dtype, copy=False), batch, classes, length),
+                np.ones(classes) if weight is None else weight.astype(np.float64),
+                smoothing,
+                losses,
+            )
+        if reduction == "none":
+            return losses.astype(dtype).reshape(out_shape)
+        total = _sum(losses) if losses.size else 0.0
+        if reduction == "sum":
+            return _scalar(total, dtype)
+        return _scalar(total / losses.size if losses.size else math.nan, dtype)
+    flat_target = target.astype(np.int64, copy=False).reshape(-1)
+    target_weight = np.empty(losses.size)
+    first_bad, total, denominator = losses.size, 0.0, 0.0
+    if losses.size:
+        first_bad, total, denominator = _cross_entropy_class(
+            _class_rows(x, batch, classes, length),
+            flat_target,
+            _NO_WEIGHT if weight is None else weight.astype(np.float64),
+            ignore_index,
+            smoothing,
+            losses,
+            target_weight,
+        )
+    if first_bad < losses.size:
+        raise IndexError(f"cross_entropy: target {int(flat_target[first_bad])} is out of bounds for {classes} classes")
+    if reduction == "none":
+        return losses.astype(dtype).reshape(out_shape)
+    if reduction == "mean":
+        total = _divide(total, denominator)  # every target ignored: 0/0 = nan, as in torch
+    return _scalar(total, dtype)
+
+
+def _loss_scale(grad_output: np.ndarray, reduction: str, denominator: float) -> tuple[np.ndarray, bool]:
+    """What each position's loss gradient is multiplied by: grad_output per position ('none'), or one
+    value for all, grad_output ('sum') or grad_output / denominator ('mean'); and whether it is per
+    position."""
+    if reduction == "none":
+        return contiguous(grad_output).reshape(-1).astype(np.float64), True
+    value = float(grad_output.reshape(()))
+    if reduction == "mean":
+        value = _divide(value, denominator)
+    return np.full(1, value), False
+
+
+def run_cross_entropy_backward(grad_output, x, target, weight, shape3, reduction, smoothing, ignore_index, dtype, needs=(True, False)):
+    """(grad_input, grad_target) of cross_entropy, run_cross_entropy's arguments after grad_output (0-d,
+    or the per-position losses' shape for 'none'); grad_target only for class-probability targets
+    (None otherwise, and where `needs` does not ask for it)."""
+    batch, classes, length = shape3
+    positions = batch * length
+    if ignore_index is None:
+        denominator = float(positions)
+    elif reduction == "mean":  # the sum of the targets' weights, as the forward pass divided by
+        flat_target = target.astype(np.int64, copy=False).reshape(-1)
+        kept = flat_target[flat_target != ignore_index]
+        denominator = float(kept.size if weight is None else weight.astype(np.float64)[kept].sum())
+    else:
+        denominator = 1.0
+    scale, per_position = _loss_scale(np.asarray(grad_output), reduction, denominator)
+    if not per_position:  # (the kernels read one value per position: rows, not elements)
+        scale = np.full(positions, scale[0])
+    if ignore_index is None:
+        grad_x = np.zeros((positions, classes), dtype=dtype)
+        grad_t = np.zeros((positions, classes) if needs[1] else (1, 1), dtype=dtype)
+        if grad_x.size:
+            _cross_entropy_prob_backward(
+                _class_rows(x.astype(dtype, copy=False), batch, classes, length),
+                _class_rows(target.astype(dtype, copy=False), batch, classes, length),
+                np.ones(classes) if weight is None else weight.astype(np.float64),
+                smoothing,
+                scale,
+                grad_x,
+                bool(needs[1]),
+                grad_t,
+            )
+        grad_input = _from_class_rows(grad_x, x.shape).astype(x.dtype, copy=False) if needs[0] else None
+        grad_target = _from_class_rows(grad_t, target.shape).astype(target.dtype, copy=False) if needs[1] else None
+        return grad_input, grad_target
+    grad_x = np.zeros((positions, classes), dtype=x.dtype)
+    if grad_x.size:
+        _cross_entropy_class_backward(
+            _class_rows(x, batch, classes, length),
+            contiguous(target.astype(np.int64, copy=False)).reshape(-1),
+            np.ones(classes, dtype=x.dtype) if weight is None else contiguous(weight.astype(x.dtype, copy=False)),
+            ignore_index,
+            smoothing,
+            scale,
+            grad_x,
+        )
+    return (_from_class_rows(grad_x, x.shape) if needs[0] else None), None
+
+
+def _flat(array, shape, dtype):
+    """array in `dtype`, broadcast to `shape`, as a flat C-contiguous array (no copy when it already is
+    one: the usual case, same dtype and shape, skips np.broadcast_to's cost)."""
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    if array.shape != shape:
+        array = np.broadcast_to(array, shape)
+    return contiguous(array).reshape(-1)
+
+
+def _mse_denominator(x, weight) -> float:
+    """What a mean divides by: the element count, or sum(weight) over weight's own (input's) shape."""
+    if weight is None:
+        return float(x.size)
+    return _sum(contiguous(weight).reshape(-1)) if weight.size else 0.0
+
+
+def run_mse_loss(x, target, weight, shape, dtype, reduction):
+    """mse_loss: x, target (and weight, x's shape, or None) broadcast to `shape` in `dtype`."""
+    xf, yf = _flat(x, shape, dtype), _flat(target, shape, dtype)
+    wf = _flat(weight, shape, dtype) if weight is not None else np.empty(0, dtype=dtype)
+    if reduction == "none":
+        out = np.empty(shape, dtype=dtype)
+        if out.size:
+            _squared_error(xf, yf, wf, weight is not None, out.reshape(-1))
+        return out
+    total = _squared_error_sum(xf, yf, wf, weight is not None) if xf.size else 0.0
+    if reduction == "sum":
+        return _scalar(total, dtype)
+    return _scalar(_divide(total, _mse_denominator(xf, weight)), dtype)  # an empty input gives nan, as in torch
+
+
+def _sum_to(array: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a broadcast result back to one argument's shape (the gradient of broadcasting)."""
+    lead = array.ndim - len(shape)
+    if lead:
+        array = array.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, size in enumerate(shape) if size == 1 and array.shape[i] != 1)
+    if axes:
+        array = array.sum(axis=axes, keepdims=True)
+    return np.asarray(array).reshape(shape)
+
+
+def run_mse_loss_backward(grad_output, x, target, weight, shape, dtype, reduction, needs=(True, True, True)):
+    """(grad_input, grad_target, grad_weight) of mse_loss, run_mse_loss's arguments after grad_output,
+    each only where `needs` says so (None otherwise); broadcast arguments get their gradients summed
+    back to their own shapes, in their own dtypes."""
+    size = math.prod(shape)
+    xf, yf = _flat(x, shape, dtype), _flat(target, shape, dtype)
+    wf = _flat(weight, shape, dtype) if weight is not None else np.empty(0, dtype=dtype)
+    denominator = _mse_denominator(xf, weight) if reduction == "mean" else 1.0
+    scale, per_element = _loss_scale(np.asarray(grad_output), reduction, denominator)
+    grad = np.empty(size, dtype=dtype)  # (the kernel writes every element)
+    want_weight = weight is not None and len(needs) > 2 and bool(needs[2])
+    grad_w = np.empty(size if want_weight else 1, dtype=dtype)
+    if size:
+        _squared_error_backward(xf, yf, wf, weight is not None, scale, per_element, grad, want_weight, grad_w)
+    grad = grad.reshape(shape)
+    # (np.asarray: arithmetic on a 0-d array gives a NumPy scalar, and the caller wants arrays)
+    grad_input = np.asarray(_sum_to(grad, x.shape).astype(x.dtype, copy=False)) if needs[0] else None
+    grad_target = np.asarray((-_sum_to(grad, target.shape)).astype(target.dtype, copy=False)) if needs[1] else None
+    grad_weight = None
+    if want_weight:
+        grad_weight = _sum_to(grad_w.reshape(shape), weight.shape)
+        if reduction == "mean":  # d/dw_n of sum(l) / sum(w): the denominator's term, once per weight
+            total = _squared_error_sum(xf, yf, wf, True) if size else 0.0
+            grad_weight = grad_weight - _divide(total, denominator) * scale[0]
+        grad_weight = np.asarray(grad_weight.astype(weight.dtype, copy=False))
+    return grad_input, grad_target, grad_weight

@@ -1,4 +1,6 @@
-"""Batch normalisation over (N, C, L) arrays (L = product of the spatial sizes, 1 for (N, C) input).
+"""Batch normalisation on the CPU over (N, C, L) arrays (L = product of the spatial sizes, 1 for (N, C)
+input): the drivers the front calls (run_batch_norm, run_batch_norm_backward, at the end) and their
+kernels.
 
 Kernels that divide use error_model="numpy": a zero variance with eps = 0 gives inf and NaN as in
 torch, not ZeroDivisionError (and the divisions vectorise).
@@ -12,6 +14,7 @@ no task is a handful of elements.
 import numpy as np
 from numba import njit, prange
 
+from .._arrays import contiguous
 from ._parallel import parallel_kernel
 
 ROW = 256  # rows at least this long are worth a task each
@@ -245,3 +248,61 @@ def _batch_norm_backward(x, grad_out, mean, invstd, weight, batch_stats, grad_in
                 dst = grad_in[i, j]
                 for l in range(length):
                     dst[l] = dy[l] * scale
+
+
+# ------------------------------------------------------------------------------------------- drivers
+
+
+def run_batch_norm(x3, running_mean, running_var, weight, bias, training, momentum, eps):
+    """(out, mean, var) of batch_norm over x3 (N, C, L): out of x3's shape, and the statistics it
+    normalised with (training: the batch mean and biased variance, float64; evaluation: the running
+    ones as given). In training the running statistics, when given, are updated in place (unbiased
+    variance). weight, bias, running_mean, running_var: (C,) arrays or None."""
+    batch, channels, length = x3.shape
+    out = np.empty(x3.shape, dtype=x3.dtype)
+    if out.size == 0:
+        return out, np.zeros(channels), np.ones(channels)
+    x3 = contiguous(x3)
+    none = np.empty(0, dtype=x3.dtype)  # the kernels read an empty vector as "not given"
+    gamma = none if weight is None else contiguous(weight)
+    beta = none if bias is None else contiguous(bias)
+    if not training:
+        mean, var = contiguous(running_mean), contiguous(running_var)
+        _batch_norm_apply(x3, mean, var, gamma, beta, eps, out)
+        return out, mean, var
+    # the kernel updates contiguous running statistics in place; strided views go through a copy
+    rm_c = none if running_mean is None else contiguous(running_mean)
+    rv_c = none if running_var is None else contiguous(running_var)
+    mean, var = np.empty(channels), np.empty(channels)  # the batch statistics (float64)
+    if length < ROW:  # (two paths: each kernel compiles only if used)
+        _train_by_channel_block(x3, rm_c, rv_c, gamma, beta, momentum, eps, out, mean, var)
+    else:
+        _train_long_rows(x3, rm_c, rv_c, momentum, mean, var)
+        _batch_norm_apply(x3, mean, var, gamma, beta, eps, out)
+    for given, updated in ((running_mean, rm_c), (running_var, rv_c)):
+        if given is not None and updated is not given:
+            given[...] = updated
+    return out, mean, var
+
+
+def run_batch_norm_backward(grad_output, x3, weight, mean, var, eps, training, needs=(True, True, True)):
+    """(grad_input, grad_weight, grad_bias) of batch_norm over x3 (N, C, L), each only where `needs` says
+    so (None otherwise), from run_batch_norm's statistics: the batch ones in training (they depend on
+    the input), the running ones in evaluation (constants)."""
+    batch, channels, length = x3.shape
+    dtype = x3.dtype
+    grad_input = np.empty(x3.shape, dtype=dtype)  # (the kernel writes every element)
+    grad_weight = np.zeros(channels)
+    grad_bias = np.zeros(channels)
+    if x3.size:
+        invstd = 1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
+        gamma = np.empty(0, dtype=dtype) if weight is None else contiguous(weight)
+        _batch_norm_backward(
+            contiguous(x3), contiguous(grad_output).reshape(x3.shape), np.asarray(mean, dtype=np.float64),
+            invstd, gamma, training, grad_input, grad_weight, grad_bias,
+        )
+    return (
+        grad_input if needs[0] else None,
+        grad_weight.astype(dtype) if needs[1] else None,
+        grad_bias.astype(dtype) if needs[2] else None,
+    )

@@ -1,9 +1,15 @@
-"""Max and average pooling over (P, H, W) planes (P = N * C), one task per output row (per plane for
-average pooling's narrow outputs)."""
+"""Max and average pooling on the CPU: the drivers the front calls (run_max_pool2d,
+run_max_pool2d_backward, run_avg_pool2d, run_avg_pool2d_backward, at the end) and their kernels over
+(P, H, W) planes (P = N * C), one task per output row (per plane for average pooling's narrow outputs).
+
+The drivers take checked 4-D (N, C, H, W) NumPy arrays and normalised sizes (pairs of ints) and return
+new 4-D arrays.
+"""
 
 import numpy as np
 from numba import njit, prange
 
+from .._arrays import contiguous
 from ._bounds import _tap_columns
 from ._parallel import parallel_kernel
 
@@ -288,3 +294,75 @@ def _avg_pool2d_backward(grad_out, grad_in, kh, kw, sh, sw, ph, pw, count_includ
                     row = dst[ih]
                     for iw in range(iw0, iw1):
                         row[iw] += share
+
+
+# ------------------------------------------------------------------------------------------- drivers
+
+
+def run_max_pool2d(x4, kernel, strides, pads, dilations, out_hw, return_indices):
+    """out (N, C, H_out, W_out), and with return_indices the int64 flat index h * W + w of each max in
+    its plane (the backward pass's route): (out, indices)."""
+    batch, channels, height, width = x4.shape
+    out = np.empty((batch * channels,) + tuple(out_hw), dtype=x4.dtype)
+    indices = np.empty(out.shape if return_indices else (1, 1, 1), dtype=np.int64)
+    if out.size:
+        _max_pool2d(
+            contiguous(x4).reshape(batch * channels, height, width), out, indices, return_indices,
+            *kernel, *strides, *pads, *dilations,
+        )
+    out = out.reshape((batch, channels) + tuple(out_hw))
+    if return_indices:
+        return out, indices.reshape(out.shape)
+    return out
+
+
+def _window_hits(out_size, size, kernel, stride, pad, dilation) -> np.ndarray:
+    """For each output position along one axis: whether its window reaches an input position at all."""
+    taps = np.arange(out_size)[:, None] * stride - pad + np.arange(kernel)[None, :] * dilation
+    return ((taps >= 0) & (taps < size)).any(axis=1)
+
+
+def run_max_pool2d_backward(grad_output, indices, input_shape, kernel, strides, pads, dilations):
+    """grad_input (input_shape, 4-D): each output's gradient added at the input position its max came
+    from (indices: run_max_pool2d's)."""
+    batch, channels, height, width = input_shape
+    planes = batch * channels
+    if not indices.size:  # an empty batch has nothing to route (the kernel clears each plane it adds to)
+        return np.zeros(input_shape, dtype=grad_output.dtype)
+    grad_input = np.empty(input_shape, dtype=grad_output.dtype)
+    out_h, out_w = indices.shape[-2:]
+    _max_pool2d_backward(
+        contiguous(grad_output).reshape(planes, out_h, out_w),
+        contiguous(indices).reshape(planes, out_h, out_w),
+        _window_hits(out_h, height, kernel[0], strides[0], pads[0], dilations[0]),
+        _window_hits(out_w, width, kernel[1], strides[1], pads[1], dilations[1]),
+        grad_input.reshape(planes, -1),
+    )
+    return grad_input
+
+
+def run_avg_pool2d(x4, kernel, strides, pads, out_hw, count_include_pad, divisor):
+    """out (N, C, H_out, W_out); divisor: divisor_override, 0 when not given."""
+    batch, channels, height, width = x4.shape
+    out = np.empty((batch * channels,) + tuple(out_hw), dtype=x4.dtype)
+    planes = contiguous(x4).reshape(batch * channels, height, width)
+    if out.size and tuple(kernel) == (height, width) and tuple(pads) == (0, 0):  # a global pool: the window is the plane
+        _avg_pool2d_global(planes, out, divisor if divisor else height * width)
+    elif out.size:
+        _avg_pool2d(planes, out, *kernel, *strides, *pads, count_include_pad, divisor)
+    return out.reshape((batch, channels) + tuple(out_hw))
+
+
+def run_avg_pool2d_backward(grad_output, input_shape, kernel, strides, pads, count_include_pad, divisor):
+    """grad_input (input_shape, 4-D): each output's gradient divided by its window's divisor, added over
+    its window."""
+    batch, channels, height, width = input_shape
+    grad_input = np.empty(input_shape, dtype=grad_output.dtype)
+    if grad_input.size:
+        out_h, out_w = grad_output.shape[-2:]
+        _avg_pool2d_backward(
+            contiguous(grad_output).reshape(batch * channels, out_h, out_w),
+            grad_input.reshape(batch * channels, height, width),
+            *kernel, *strides, *pads, count_include_pad, divisor,
+        )
+    return grad_input

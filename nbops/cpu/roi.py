@@ -1,8 +1,11 @@
-"""RoI max pooling (torchvision.ops.roi_pool), one task per (box, channel); its gradient, one task per
-channel."""
+"""RoI max pooling (torchvision.ops.roi_pool) on the CPU: the drivers the front calls (run_roi_pool,
+run_roi_pool_backward, at the end) and their kernels, one task per (box, channel) forward and one task
+per channel backward."""
 
 import numpy as np
 from numba import prange
+
+from .._arrays import contiguous
 
 from ._parallel import parallel_kernel
 
@@ -67,3 +70,35 @@ def _roi_pool_backward(grad_out, argmax, batch_index, grad_in):
             for b in range(g.size):
                 if at[b] >= 0:
                     plane[at[b]] += g[b]
+
+
+# ------------------------------------------------------------------------------------------- drivers
+
+
+def run_roi_pool(x, batch_index, h_start, h_end, w_start, w_end):
+    """(out, argmax) of RoI max pooling of x (N, C, H, W) over the front's bins: batch_index (K,), the row
+    edges h_start/h_end (K, pooled_h) and column edges w_start/w_end (K, pooled_w) of each box's bins.
+    out (K, C, pooled_h, pooled_w); argmax, int64 of the same shape, the flat index h * W + w of each
+    bin's max in its plane (-1 where none won): the backward pass's route."""
+    shape = (batch_index.shape[0], x.shape[1], h_start.shape[1], w_start.shape[1])
+    out = np.empty(shape, dtype=x.dtype)  # (the kernel writes every element of both)
+    argmax = np.empty(shape, dtype=np.int64)
+    if out.size:
+        _roi_pool(contiguous(x), batch_index, h_start, h_end, w_start, w_end, out, argmax)
+    return out, argmax
+
+
+def run_roi_pool_backward(grad_output, argmax, batch_index, input_shape):
+    """grad_input (input_shape): each bin's gradient added at the position of the value that won it."""
+    batch, channels, height, width = input_shape
+    make = np.empty if argmax.size else np.zeros  # (the kernel clears every plane before adding to it)
+    grad_input = make(input_shape, dtype=grad_output.dtype)
+    if grad_input.size and argmax.size:
+        boxes = argmax.shape[0]
+        _roi_pool_backward(
+            contiguous(grad_output).reshape(boxes, channels, -1),
+            contiguous(argmax).reshape(boxes, channels, -1),
+            batch_index,
+            grad_input.reshape(batch, channels, height * width),
+        )
+    return grad_input

@@ -1,22 +1,26 @@
 """Data in and out of the GPU for the cuda backend, and kernel launches.
 
+The run_* functions get the front's checked arguments: GPU data as an _arrays.StandIn (its shape and
+dtype, and `source`, the caller's GPU array), host data as a NumPy array.
 - A torch CUDA tensor is used in place, through its __cuda_array_interface__ (a non-contiguous one is
   made contiguous by torch first); results are new torch tensors on its device, and the kernels run on
   torch's current stream there, so they order with the caller's torch work without a synchronisation.
 - A numba device array is used in place; results are numba device arrays.
-- A host array (ndarray or CPU tensor) is copied to the GPU; the result comes back as the same host type.
+- A host array (ndarray, or a CPU tensor's NumPy view) is copied to the GPU; the result comes back as a
+  NumPy array, which the front hands back as the caller's type.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import sys
 
 import numpy as np
 from numba import cuda
 
+from .._arrays import StandIn, is_tensor
 from .._arrays import is_device_array as _is_device_array
-from .._arrays import is_tensor
 
 THREADS = 256  # threads per block (tests lower it so that tiny inputs still span several blocks)
 MAX_BLOCKS = 1 << 16  # the kernels loop over the grid (grid-stride loops), so this many blocks suffice
@@ -42,17 +46,23 @@ def _view(tensor):
     return cuda.from_cuda_array_interface(tensor.__cuda_array_interface__, owner=tensor, sync=False)
 
 
+def source(array):
+    """The GPU array behind a checked argument (an _arrays.StandIn), or the host array itself."""
+    return array.source if isinstance(array, StandIn) else array
+
+
 class Place:
-    """Where the caller's data lives, judged from the operator's input: where outputs are allocated,
-    which stream the kernels run on, and the type the results are handed back as."""
+    """Where the caller's data lives, judged from the operator's checked input (a StandIn for GPU data,
+    else a host NumPy array): where outputs are allocated, which stream the kernels run on, and whether
+    results go back to the host."""
 
     def __init__(self, like):
-        self.torch_cuda = is_tensor(like) and like.is_cuda
-        self.host_torch = is_tensor(like) and not like.is_cuda
-        self.host = not self.torch_cuda and not _is_device_array(like)
+        data = source(like)
+        self.torch_cuda = is_tensor(data) and data.is_cuda
+        self.host = not self.torch_cuda and not _is_device_array(data)
         if self.torch_cuda:
-            self.device = like.device
-            handle = _torch().cuda.current_stream(like.device).cuda_stream
+            self.device = data.device
+            handle = _torch().cuda.current_stream(data.device).cuda_stream
             stream = _STREAMS.get(handle)
             if stream is None:
                 stream = _STREAMS[handle] = cuda.external_stream(handle)
@@ -61,19 +71,39 @@ class Place:
             self.device = None
             self.stream = 0  # the default stream
 
-    def array(self, obj, dtype=None):
-        """obj as a C-contiguous device array of `dtype` (default: its own): in place when it is one."""
+    def array(self, checked, dtype=None):
+        """A checked argument as a C-contiguous device array of `dtype` (default: its own), in its
+        checked shape when that has as many elements (x[None] of an unbatched input): the GPU data in
+        place when it is already such an array, else a copy."""
+        shape = tuple(checked.shape)
+        obj = source(checked)
         if is_tensor(obj) and obj.is_cuda:
             tensor = obj.detach()
             if dtype is not None:
                 tensor = tensor.to(_torch_dtype(dtype))
-            return _view(tensor.contiguous())
-        if _is_device_array(obj):
+            array = _view(tensor.contiguous())
+        elif _is_device_array(obj):
             if obj.is_c_contiguous() and (dtype is None or obj.dtype == np.dtype(dtype)):
-                return obj
-            obj = obj.copy_to_host()
-        host = obj.detach().numpy() if is_tensor(obj) else np.asarray(obj)
-        return cuda.to_device(np.ascontiguousarray(host, dtype=dtype), stream=self.stream)
+                array = obj
+            else:
+                array = cuda.to_device(np.ascontiguousarray(obj.copy_to_host(), dtype=dtype), stream=self.stream)
+        else:
+            array = cuda.to_device(np.ascontiguousarray(obj, dtype=dtype), stream=self.stream)
+        if array.shape != shape and array.size == math.prod(shape):
+            array = array.reshape(shape)
+        return array
+
+    def broadcast(self, checked, shape, dtype):
+        """A checked argument broadcast to `shape` in `dtype`, as a flat C-contiguous device array."""
+        shape = tuple(shape)
+        if tuple(checked.shape) == shape:
+            return self.array(checked, dtype).reshape(-1)
+        obj = source(checked)
+        if is_tensor(obj) and obj.is_cuda:
+            return _view(obj.detach().expand(shape).to(_torch_dtype(dtype)).contiguous()).reshape(-1)
+        host = obj.copy_to_host() if _is_device_array(obj) else obj
+        expanded = np.ascontiguousarray(np.broadcast_to(np.asarray(host, dtype=dtype), shape))
+        return cuda.to_device(expanded, stream=self.stream).reshape(-1)
 
     def empty(self, shape, dtype):
         """A new output: (the device array the kernels write, the object handed back by give())."""
@@ -85,15 +115,14 @@ class Place:
         return array, array
 
     def give(self, handle, shape=None):
-        """An output as the caller's type, reshaped to `shape` if given (a 0-d loss is computed in a
-        1-element array)."""
+        """An output, reshaped to `shape` if given (a 0-d loss is computed in a 1-element array): a torch
+        CUDA tensor or a device array where the input was one, a NumPy array for host input (the front
+        makes it a tensor if the caller's was one)."""
         if not self.host:
             return handle if shape is None else handle.reshape(shape)
         host = handle.copy_to_host(stream=self.stream)
         self.synchronize()
-        if shape is not None:
-            host = host.reshape(shape)
-        return _torch().from_numpy(host) if self.host_torch else host
+        return host if shape is None else host.reshape(shape)
 
     def synchronize(self) -> None:
         if self.stream == 0:
@@ -101,14 +130,22 @@ class Place:
         else:
             self.stream.synchronize()
 
-    def write_back(self, target, array) -> None:
-        """Copy a device array into a host argument that the operator updates in place (batch norm's
-        running statistics given as host arrays)."""
-        if self.host and not _is_device_array(target) and not (is_tensor(target) and target.is_cuda):
+    def write_back(self, checked, array) -> None:
+        """Make an argument that the operator updates in place (batch norm's running statistics) hold
+        the device array's values, where `array` is a copy rather than that argument's own memory: a
+        host array, or a non-contiguous GPU tensor."""
+        obj = source(checked)
+        if is_tensor(obj) and obj.is_cuda:
+            if not obj.is_contiguous():
+                obj.copy_(_torch().as_tensor(array, device=obj.device).reshape(obj.shape))
+        elif _is_device_array(obj):
+            if obj.is_c_contiguous():
+                return
+            obj.copy_to_device(array.copy_to_host(stream=self.stream).reshape(obj.shape))
+        else:
             values = array.copy_to_host(stream=self.stream)
             self.synchronize()
-            destination = target.detach().numpy() if is_tensor(target) else target
-            destination[...] = values.reshape(destination.shape)
+            obj[...] = values.reshape(obj.shape)
 
 
 def launch(kernel, count: int, place: Place, *args) -> None:

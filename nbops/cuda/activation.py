@@ -14,10 +14,11 @@ def _sigmoid(x, out, one):
         out[i] = one / (one + math.exp(-x[i]))
 
 
-def run_sigmoid(input, shape):
-    """sigmoid on the GPU."""
-    place = Place(input)
-    x = place.array(input).reshape(-1)
+def run_sigmoid(x):
+    """sigmoid on the GPU: nbops/cpu/activation.py's run_sigmoid, same argument and result."""
+    place = Place(x)
+    shape = tuple(x.shape)
+    x = place.array(x).reshape(-1)
     out, handle = place.empty(shape, x.dtype)
     launch(_sigmoid, x.size, place, x, out.reshape(-1), x.dtype.type(1))
     return place.give(handle)

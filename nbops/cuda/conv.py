@@ -185,15 +185,14 @@ def _conv2d_tiled(x, weight, bias, has_bias, out, sh, sw, ph, pw, dh, dw, groups
         _store(out, bias, has_bias, base + j + 48, p0 + tx + 48, a33)
 
 
-def _run(kernel, input, weight, bias, shape4, strides, pads, dilations, groups, out_shape):
-    place = Place(input)
-    x = place.array(input).reshape(shape4)
+def _run(kernel, x4, weight, bias, strides, pads, dilations, groups, out_channels, out_hw):
+    place = Place(x4)
+    x = place.array(x4)
     w = place.array(weight)
     b = place.array(bias) if bias is not None else w.reshape(-1)[:1]  # (a placeholder, never read)
-    out, handle = place.empty(out_shape, x.dtype)
-    out4 = out.reshape((shape4[0],) + tuple(out_shape[-3:]))
+    out4, handle = place.empty((x4.shape[0], out_channels) + tuple(out_hw), x.dtype)
     if kernel is _conv2d and x.dtype == np.float32 and out4.size and w.size:
-        out_channels, group_in, kh, kw = w.shape
+        group_in, kh, kw = w.shape[1:]
         pixels = out4.shape[0] * out4.shape[2] * out4.shape[3]
         grid = (-(-pixels // TILE_P), -(-(out_channels // groups) // TILE_J), groups)
         launch_grid(
@@ -205,11 +204,12 @@ def _run(kernel, input, weight, bias, shape4, strides, pads, dilations, groups, 
     return place.give(handle)
 
 
-def run_conv2d(input, weight, bias, shape4, strides, before, dilations, groups, out_shape):
-    """conv2d on the GPU, the arguments normalised by functional.conv2d (before: top/left padding)."""
-    return _run(_conv2d, input, weight, bias, shape4, strides, before, dilations, groups, out_shape)
+def run_conv2d(x4, w, b, strides, before, after, dilations, groups, out_hw):
+    """conv2d on the GPU: nbops/cpu/conv.py's run_conv2d, same arguments and results (the bottom/right
+    padding `after` only shapes the output, which out_hw gives)."""
+    return _run(_conv2d, x4, w, b, strides, before, dilations, groups, w.shape[0], out_hw)
 
 
-def run_conv_transpose2d(input, weight, bias, shape4, strides, pads, dilations, groups, out_shape):
-    """conv_transpose2d on the GPU, the arguments normalised by functional.conv_transpose2d."""
-    return _run(_conv_transpose2d, input, weight, bias, shape4, strides, pads, dilations, groups, out_shape)
+def run_conv_transpose2d(x4, w, b, strides, pads, dilations, groups, out_hw):
+    """conv_transpose2d on the GPU: nbops/cpu/conv.py's run_conv_transpose2d, same arguments and results."""
+    return _run(_conv_transpose2d, x4, w, b, strides, pads, dilations, groups, w.shape[1] * groups, out_hw)

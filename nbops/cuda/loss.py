@@ -141,13 +141,13 @@ def _reduce(place, values, weights, reduction, count, dtype, out_shape):
     return place.give(handle, ())
 
 
-def run_cross_entropy(input, target, weight, shape3, out_shape, reduction, smoothing, ignore_index, dtype):
-    """cross_entropy on the GPU, the arguments checked by functional.cross_entropy; ignore_index None
-    for class-probability targets."""
-    place = Place(input)
+def run_cross_entropy(x, target, weight, shape3, out_shape, reduction, smoothing, ignore_index, dtype):
+    """cross_entropy on the GPU: nbops/cpu/loss.py's run_cross_entropy, same arguments (ignore_index None
+    for class-probability targets) and results."""
+    place = Place(x)
     batch, classes, length = shape3
     positions = batch * length
-    x = place.array(input, dtype).reshape(shape3)
+    x = place.array(x, dtype).reshape(shape3)
     losses = cuda.device_array(positions, dtype=np.float64, stream=place.stream)
     if ignore_index is None:  # class probabilities: the mean is over positions
         t = place.array(target, dtype).reshape(shape3)
@@ -166,31 +166,22 @@ def run_cross_entropy(input, target, weight, shape3, out_shape, reduction, smoot
     return _reduce(place, losses, target_weight, reduction, positions, dtype, out_shape)
 
 
-def run_mse_loss(input, target, weight, shape, dtype, reduction):
-    """mse_loss on the GPU: input, target (and weight) broadcast to `shape` in `dtype` first."""
-    place = Place(input)
-
-    def flat(obj):
-        from .._arrays import is_tensor
-
-        if is_tensor(obj) and obj.is_cuda:
-            return place.array(obj.detach().expand(shape), dtype).reshape(-1)
-        if tuple(obj.shape) == tuple(shape):
-            return place.array(obj, dtype).reshape(-1)
-        host = obj.copy_to_host() if hasattr(obj, "copy_to_host") else (obj.detach().numpy() if is_tensor(obj) else obj)
-        return place.array(np.broadcast_to(np.asarray(host, dtype=dtype), shape), dtype).reshape(-1)
-
-    x, y = flat(input), flat(target)
-    w = flat(weight) if weight is not None else x[:1]
+def run_mse_loss(x, target, weight, shape, dtype, reduction):
+    """mse_loss on the GPU: nbops/cpu/loss.py's run_mse_loss, same arguments and results (input, target
+    and weight broadcast to `shape` in `dtype` first)."""
+    place = Place(x)
+    weighted = weight is not None
+    flat_x, flat_y = place.broadcast(x, shape, dtype), place.broadcast(target, shape, dtype)
+    flat_w = place.broadcast(weight, shape, dtype) if weighted else flat_x[:1]
     size = int(np.prod(shape))
     if reduction == "none":
         out, handle = place.empty(shape, dtype)
-        launch(_squared_error, size, place, x, y, w, weight is not None, out.reshape(-1))
+        launch(_squared_error, size, place, flat_x, flat_y, flat_w, weighted, out.reshape(-1))
         return place.give(handle)
     totals = cuda.to_device(np.array([0.0, float(size)]), stream=place.stream)
     blocks = max(1, min(1024, (size + BLOCK - 1) // BLOCK))
-    launch_blocks(_squared_error_sum, blocks, BLOCK, place, x, y, w, weight is not None, totals)
-    if reduction == "mean" and weight is not None:  # torch divides by sum(weight), over input's shape
+    launch_blocks(_squared_error_sum, blocks, BLOCK, place, flat_x, flat_y, flat_w, weighted, totals)
+    if reduction == "mean" and weighted:  # torch divides by sum(weight), over input's shape
         totals[1:2].copy_to_device(np.zeros(1), stream=place.stream)
         launch_blocks(_sum_into, blocks, BLOCK, place, place.array(weight, dtype).reshape(-1), totals, 1)
     out, handle = place.empty((1,), dtype)

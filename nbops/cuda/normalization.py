@@ -6,7 +6,6 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from .._arrays import is_tensor
 from ._device import Place, launch, launch_blocks, unravel3
 
 BLOCK = 128  # threads of a statistics block (a power of two: the tree reduction halves it)
@@ -72,14 +71,15 @@ def _normalize(x, mean, var, weight, has_weight, bias, has_bias, eps, out):
         out[i, j, l] = x[i, j, l] * scale + shift
 
 
-def run_batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps, shape3):
-    """batch_norm on the GPU, the arguments checked by functional.batch_norm."""
-    place = Place(input)
-    batch, channels, length = shape3
-    x = place.array(input).reshape(shape3)
-    out, handle = place.empty(tuple(input.shape), x.dtype)
+def run_batch_norm(x3, running_mean, running_var, weight, bias, training, momentum, eps):
+    """batch_norm on the GPU: nbops/cpu/normalization.py's run_batch_norm, same arguments and results (the
+    statistics as device arrays: gradients run on the CPU backend only)."""
+    place = Place(x3)
+    batch, channels, length = x3.shape
+    x = place.array(x3)
+    out, handle = place.empty(x3.shape, x.dtype)
     if x.size == 0:
-        return place.give(handle)
+        return place.give(handle), None, None
     placeholder = cuda.to_device(np.zeros(1, dtype=x.dtype), stream=place.stream)
     gamma = place.array(weight) if weight is not None else placeholder
     beta = place.array(bias) if bias is not None else placeholder
@@ -91,18 +91,9 @@ def run_batch_norm(input, running_mean, running_var, weight, bias, training, mom
         rv = place.array(running_var) if track else placeholder
         launch_blocks(_statistics, channels, BLOCK, place, x, mean, var, rm, rv, track, float(momentum))
         if track:
-            for given, updated in ((running_mean, rm), (running_var, rv)):
-                if is_tensor(given) and given.is_cuda and not given.is_contiguous():  # updated a copy
-                    given.copy_(_as_tensor(updated, given))
-                else:
-                    place.write_back(given, updated)
+            place.write_back(running_mean, rm)
+            place.write_back(running_var, rv)
     else:
         mean, var = place.array(running_mean), place.array(running_var)
-    launch(_normalize, x.size, place, x, mean, var, gamma, weight is not None, beta, bias is not None, float(eps), out.reshape(shape3))
-    return place.give(handle)
-
-
-def _as_tensor(array, like):
-    import torch
-
-    return torch.as_tensor(array, device=like.device)
+    launch(_normalize, x.size, place, x, mean, var, gamma, weight is not None, beta, bias is not None, float(eps), out)
+    return place.give(handle), mean, var

@@ -79,15 +79,16 @@ def _avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_overr
         out[p, oh, ow] = total / divisor
 
 
-def run_max_pool2d(input, shape4, kernel, strides, pads, dilations, out_hw, out_shape, return_indices):
-    """max_pool2d on the GPU, the arguments normalised by functional.max_pool2d."""
-    place = Place(input)
-    batch, channels, height, width = shape4
-    x = place.array(input).reshape((batch * channels, height, width))
+def run_max_pool2d(x4, kernel, strides, pads, dilations, out_hw, return_indices):
+    """max_pool2d on the GPU: nbops/cpu/pooling.py's run_max_pool2d, same arguments and results."""
+    place = Place(x4)
+    batch, channels, height, width = x4.shape
+    x = place.array(x4).reshape((batch * channels, height, width))
+    out_shape = (batch, channels) + tuple(out_hw)
     out, out_handle = place.empty(out_shape, x.dtype)
     indices, indices_handle = place.empty(out_shape if return_indices else (1,), "int64")
-    planes_out = out.reshape((batch * channels,) + out_hw)
-    planes_indices = indices.reshape((batch * channels,) + out_hw) if return_indices else indices.reshape((1, 1, 1))
+    planes_out = out.reshape((batch * channels,) + tuple(out_hw))
+    planes_indices = indices.reshape(planes_out.shape) if return_indices else indices.reshape((1, 1, 1))
     launch(
         _max_pool2d, planes_out.size, place, x, planes_out, planes_indices, bool(return_indices),
         *kernel, *strides, *pads, *dilations,
@@ -97,12 +98,12 @@ def run_max_pool2d(input, shape4, kernel, strides, pads, dilations, out_hw, out_
     return place.give(out_handle)
 
 
-def run_avg_pool2d(input, shape4, kernel, strides, pads, out_hw, out_shape, count_include_pad, divisor):
-    """avg_pool2d on the GPU, the arguments normalised by functional.avg_pool2d."""
-    place = Place(input)
-    batch, channels, height, width = shape4
-    x = place.array(input).reshape((batch * channels, height, width))
-    out, out_handle = place.empty(out_shape, x.dtype)
-    planes_out = out.reshape((batch * channels,) + out_hw)
+def run_avg_pool2d(x4, kernel, strides, pads, out_hw, count_include_pad, divisor):
+    """avg_pool2d on the GPU: nbops/cpu/pooling.py's run_avg_pool2d, same arguments and results."""
+    place = Place(x4)
+    batch, channels, height, width = x4.shape
+    x = place.array(x4).reshape((batch * channels, height, width))
+    out, out_handle = place.empty((batch, channels) + tuple(out_hw), x.dtype)
+    planes_out = out.reshape((batch * channels,) + tuple(out_hw))
     launch(_avg_pool2d, planes_out.size, place, x, planes_out, *kernel, *strides, *pads, bool(count_include_pad), divisor)
     return place.give(out_handle)
