@@ -576,3 +576,81 @@ def test_numpy_backward_passes_without_autograd():
     for mine, ref in zip(grads, (xa.grad, wa.grad, ba.grad)):
         assert isinstance(mine, np.ndarray)
         assert_same(torch.from_numpy(mine), ref, SUM_TOL[torch.float64])
+
+
+# --------------------------------------------------------------------------- 0-d and empty arguments
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mse_loss_gradients_of_0d_tensors(reduction, weighted, dtype):
+    """0-d input, target and weight that all require grad: every gradient a 0-d tensor, as in torch."""
+    x = requiring(torch.tensor(0.7, dtype=dtype))
+    y = requiring(torch.tensor(-0.4, dtype=dtype))
+    w = requiring(torch.tensor(1.3, dtype=dtype)) if weighted else None
+    compare_grads(
+        lambda x, y, w: nbops.mse_loss(x, y, reduction=reduction, weight=w),
+        lambda x, y, w: F.mse_loss(x, y, reduction=reduction, weight=w),
+        [x, y, w],
+        SUM_TOL[dtype],
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.0), (False, 0.2), (True, 0.1)])
+@pytest.mark.parametrize("shape", [(0, 4, 3), (0, 4, 2, 3), (0, 4)])
+def test_cross_entropy_gradients_of_an_empty_batch(shape, weighted, smoothing, reduction, dtype):
+    """(0, C, d1, ...) logits, class-index and probability targets: zero gradients of the input's shape."""
+    classes = shape[1]
+    weight = torch.linspace(0.5, 1.5, classes, dtype=dtype) if weighted else None
+    kwargs = dict(weight=weight, reduction=reduction, label_smoothing=smoothing)
+    x = requiring(randn(shape, dtype))
+    indices = torch.zeros((0,) + shape[2:], dtype=torch.int64)
+    compare_grads(lambda x: nbops.cross_entropy(x, indices, **kwargs), lambda x: F.cross_entropy(x, indices, **kwargs), [x])
+    probabilities = requiring(torch.zeros(shape, dtype=dtype))
+    compare_grads(
+        lambda x, t: nbops.cross_entropy(x, t, **kwargs), lambda x, t: F.cross_entropy(x, t, **kwargs), [x, probabilities]
+    )
+
+
+EMPTY_BATCH_CASES = {  # every operator with gradients, on a batch of 0 samples (torch as the reference)
+    "conv2d": (lambda f, x, w, b: f.conv2d(x, w, b, 2, 1), (0, 3, 5, 6), (4, 3, 3, 3), (4,)),
+    "conv_transpose2d": (lambda f, x, w, b: f.conv_transpose2d(x, w, b, 2, 1, 1), (0, 3, 5, 6), (3, 4, 3, 3), (4,)),
+    "max_pool2d": (lambda f, x: f.max_pool2d(x, 3, 2, 1), (0, 3, 7, 6)),
+    "avg_pool2d": (lambda f, x: f.avg_pool2d(x, 3, 2, 1), (0, 3, 7, 6)),
+    "sigmoid": (lambda f, x: f.sigmoid(x) if f is nbops else torch.sigmoid(x), (0, 3, 2)),
+    "batch_norm": (lambda f, x, w, b: f.batch_norm(x, torch.zeros(3, dtype=x.dtype), torch.ones(3, dtype=x.dtype), w, b, False), (0, 3, 4), (3,), (3,)),
+    "mse_loss": (lambda f, x, y: f.mse_loss(x, y, reduction="sum"), (0, 3), (0, 3)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(EMPTY_BATCH_CASES))
+def test_gradients_of_an_empty_batch(name, dtype):
+    fn, *shapes = EMPTY_BATCH_CASES[name]
+    inputs = [requiring(randn(shape, dtype, seed=i)) for i, shape in enumerate(shapes)]
+    compare_grads(lambda *args: fn(nbops, *args), lambda *args: fn(F, *args), inputs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_roi_pool_gradient_without_boxes(dtype):
+    x = requiring(randn((2, 3, 6, 5), dtype))
+    boxes = torch.zeros((0, 5), dtype=dtype)
+    compare_grads(lambda x: nbops.roi_pool(x, boxes, 2), lambda x: tv_roi_pool(x, boxes, 2), [x])
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("shape,channels", [((0,), 3), ((0, 3), 5), ((0, 3, 2), 3)])  # (torch's own backward fails at 0 channels)
+def test_batch_norm_gradients_of_inputs_without_elements(shape, channels, training):
+    """torch takes an input without elements whatever the other arguments' sizes; so does nbops, and the
+    gradients are zeros of each argument's own shape."""
+    x = requiring(randn(shape))
+    w = requiring(torch.rand(channels, generator=torch.Generator().manual_seed(1)))
+    b = requiring(randn((channels,), seed=2))
+    compare_grads(
+        lambda x, w, b: nbops.batch_norm(x, torch.zeros(channels), torch.ones(channels), w, b, training),
+        lambda x, w, b: F.batch_norm(x, torch.zeros(channels), torch.ones(channels), w, b, training),
+        [x, w, b],
+    )

@@ -87,6 +87,29 @@ def test_batch_norm_empty_and_special_values():
     assert_same(nbops.batch_norm(x, rm, rv), F.batch_norm(x, rm, rv))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "shape,channels,given",
+    [((0,), 0, True), ((0,), 3, True), ((0,), 0, False), ((0, 3), 5, True), ((0, 0), 0, True), ((2, 0), 0, True),
+     ((2, 0, 4), 0, True), ((0, 3, 4, 5), 3, True), ((0, 3), 3, False)],
+)
+def test_batch_norm_inputs_without_elements_match_torch(shape, channels, given, training, dtype):
+    """torch takes any input without elements (1-D included), whatever the statistics' and affine
+    parameters' sizes, and returns an empty result without touching the running statistics."""
+    x = torch.zeros(shape, dtype=dtype)
+    stats = [torch.zeros(channels, dtype=dtype), torch.ones(channels, dtype=dtype)] if given else [None, None]
+    # (torch's own batch_norm fails on weight and bias of 0 elements)
+    affine = [torch.ones(channels, dtype=dtype), torch.zeros(channels, dtype=dtype)] if channels else [None, None]
+    theirs = [None if s is None else s.clone() for s in stats]
+    expected = F.batch_norm(x, *theirs, *affine, training=training)
+    assert_same(nbops.batch_norm(x, *stats, *affine, training=training), expected)
+    arrays = [None if s is None else s.numpy() for s in stats + affine]
+    assert_same(torch.from_numpy(nbops.batch_norm(x.numpy(), *arrays, training=training)), expected)
+    for mine, ref in zip(stats, theirs):
+        assert mine is None or torch.equal(mine, ref)
+
+
 def test_batch_norm_zero_variance_without_eps_gives_what_torch_gives():
     # evaluation: 1 / sqrt(0 + 0) is inf (then NaN where it meets a zero), never a ZeroDivisionError;
     # training: torch refuses eps = 0, and so does nbops
