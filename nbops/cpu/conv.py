@@ -230,7 +230,7 @@ def _dots4x2(x0, x1, x2, x3, w0, w1, zero):
 
 # ---------------------------------------------------------------------------------------------------
 # Gradients. The input gradient of conv2d is a transposed convolution of grad_output with the same
-# weight, and that of conv_transpose2d a convolution: functional.py's backward runs them through the
+# weight, and that of conv_transpose2d a convolution: the backward drivers below run them through the
 # kernels above. The weight gradient correlates the input with grad_output, here, in the phase planes.
 # ---------------------------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 backend's file names (pooling.py, conv.py, roi.py, activation.py, normalization.py, loss.py).
 
 Imported only when the cuda backend runs an operator: `import nbops` needs neither a GPU nor the CUDA
-packages. functional.py checks and normalises the arguments exactly as for the CPU (a GPU array is
-checked through a stand-in with its shape and dtype), then hands the normalised values to the
-family's `run_*` function here, which moves data as _device.py describes and launches the kernels.
+packages. The fronts (nbops/pooling.py, ...) check and normalise the arguments exactly as for the CPU
+(a GPU array is checked through its _arrays.StandIn, with its shape and dtype), then hand them to the
+family's `run_*` function here, which has the CPU backend's name and signature, moves data as
+_device.py describes and launches the kernels.
 """
 
 from __future__ import annotations
