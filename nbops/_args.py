@@ -32,14 +32,20 @@ def pair(value, name: str) -> tuple[int, int]:
     return result
 
 
-def positive(values: tuple[int, int], name: str) -> None:
+def positive_pair(value, name: str) -> tuple[int, int]:
+    """pair(value), each positive (sizes, strides, dilations)."""
+    values = pair(value, name)
     if min(values) <= 0:
         raise ValueError(f"{name} must be positive, got {values}")
+    return values
 
 
-def non_negative(values: tuple[int, int], name: str) -> None:
+def non_negative_pair(value, name: str) -> tuple[int, int]:
+    """pair(value), each at least 0 (paddings)."""
+    values = pair(value, name)
     if min(values) < 0:
         raise ValueError(f"{name} must be non-negative, got {values}")
+    return values
 
 
 def check_ndim(shape: tuple, allowed: tuple[int, ...], name: str, what: str) -> None:

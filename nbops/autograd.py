@@ -183,42 +183,32 @@ class BatchNorm(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------------ losses
 
 
-class CrossEntropy(torch.autograd.Function):
-    @staticmethod
+def _loss(name, run_forward, run_backward, weight_grad: bool):
+    """The Function of a loss (cross_entropy, mse_loss): apply(input, target, weight, x, t, w, args),
+    forward through `run_forward(x, t, w, *args)`, the gradients of input, target and (where
+    `weight_grad`) weight, each where asked for, through `run_backward(grad_output, x, t, w, *args,
+    needs)`."""
+
     def forward(ctx, input, target, weight, x, t, w, args):
-        if isinstance(weight, torch.Tensor) and weight.requires_grad:
-            raise RuntimeError("cross_entropy: the gradient with respect to weight is not implemented (nor is it in torch)")
-        out = loss.run_cross_entropy(x, t, w, *args)
+        if not weight_grad and isinstance(weight, torch.Tensor) and weight.requires_grad:
+            op = run_forward.__name__.removeprefix("run_")
+            raise RuntimeError(f"{op}: the gradient with respect to weight is not implemented (nor is it in torch)")
+        out = run_forward(x, t, w, *args)
         _save(ctx, input, target, weight)
-        ctx.x, ctx.t, ctx.w, ctx.args = x, t, w, args
+        ctx.arrays, ctx.args = (x, t, w), args
         return torch.from_numpy(out)
 
-    @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
         _unchanged(ctx)
-        shape3, _, reduction, smoothing, ignore_index, dtype = ctx.args
-        grad_input, grad_target = loss.run_cross_entropy_backward(
-            _array(grad_output), ctx.x, ctx.t, ctx.w, shape3, reduction, smoothing, ignore_index, dtype,
-            ctx.needs_input_grad[:2],
-        )
-        return (_tensor(grad_input), _tensor(grad_target)) + (None,) * 5
+        grads = tuple(run_backward(_array(grad_output), *ctx.arrays, *ctx.args, ctx.needs_input_grad[:3]))
+        return tuple(_tensor(g) for g in grads) + (None,) * (7 - len(grads))
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
-class MSELoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, target, weight, x, y, w, args):
-        out = loss.run_mse_loss(x, y, w, *args)
-        _save(ctx, input, target, weight)
-        ctx.x, ctx.y, ctx.w, ctx.args = x, y, w, args
-        return torch.from_numpy(out)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        _unchanged(ctx)
-        grads = loss.run_mse_loss_backward(_array(grad_output), ctx.x, ctx.y, ctx.w, *ctx.args, ctx.needs_input_grad[:3])
-        return tuple(_tensor(g) for g in grads) + (None,) * 4
+CrossEntropy = _loss("CrossEntropy", loss.run_cross_entropy, loss.run_cross_entropy_backward, weight_grad=False)
+MSELoss = _loss("MSELoss", loss.run_mse_loss, loss.run_mse_loss_backward, weight_grad=True)
 
 
 __all__ = [

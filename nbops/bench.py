@@ -153,7 +153,7 @@ def chart_svg(rows: list[dict]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 80}" height="{height}" '
         'font-family="sans-serif" font-size="11">',
         '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="10" y="20" font-size="14">nbops speed ratio (torch time / nbops time, log scale; right of 1x: nbops faster)</text>',
+        '<text x="10" y="20" font-size="14">nbops speed ratio (torch time / nbops time, log scale; right of 1x: nbops faster)</text>',
     ]
     for tick in (0.01, 0.1, 0.5, 1, 2, 10, 100):
         x = x_of(tick)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ._args import check_ndim, non_negative, pair, positive
+from ._args import check_ndim, non_negative_pair, positive_pair
 from ._arrays import as_array, as_int, same_dtype, wrap
 from ._dispatch import autograd, backend, grad_wanted
 
@@ -79,10 +79,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """
     grad = grad_wanted(input, weight, bias)
     x4, unbatched, w, b, groups, _ = _conv_arrays("conv2d", input, weight, bias, groups, False)
-    strides = pair(stride, "stride")
-    positive(strides, "stride")
-    dilations = pair(dilation, "dilation")
-    positive(dilations, "dilation")
+    strides = positive_pair(stride, "stride")
+    dilations = positive_pair(dilation, "dilation")
     kernel = (w.shape[2], w.shape[3])
     if isinstance(padding, str):
         if padding == "valid":
@@ -96,8 +94,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         else:
             raise ValueError(f"conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
     else:
-        before = after = pair(padding, "padding")
-        non_negative(before, "padding")
+        before = after = non_negative_pair(padding, "padding")
     height, width = x4.shape[2], x4.shape[3]
     padded = (height + before[0] + after[0], width + before[1] + after[1])
     extent = tuple(d * (k - 1) + 1 for d, k in zip(dilations, kernel))
@@ -136,14 +133,10 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     )
     if isinstance(padding, str):
         raise TypeError(f"conv_transpose2d: padding must be an int or a pair of ints, got {padding!r}")
-    strides = pair(stride, "stride")
-    positive(strides, "stride")
-    dilations = pair(dilation, "dilation")
-    positive(dilations, "dilation")
-    pads = pair(padding, "padding")
-    non_negative(pads, "padding")
-    extra = pair(output_padding, "output_padding")
-    non_negative(extra, "output_padding")
+    strides = positive_pair(stride, "stride")
+    dilations = positive_pair(dilation, "dilation")
+    pads = non_negative_pair(padding, "padding")
+    extra = non_negative_pair(output_padding, "output_padding")
     for e, s, d in zip(extra, strides, dilations):
         if e >= s and e >= d:
             raise ValueError(

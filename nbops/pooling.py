@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ._args import non_negative, pair, pool_output_size, positive
+from ._args import non_negative_pair, pool_output_size, positive_pair
 from ._arrays import as_array, as_int, wrap
 from ._dispatch import autograd, backend, grad_wanted
 
@@ -21,17 +21,13 @@ def _pool_input(x, op: str):
 
 
 def _pool_sizes(op, kernel_size, stride, padding, dilation):
-    kernel = pair(kernel_size, "kernel_size")
-    positive(kernel, "kernel_size")
+    kernel = positive_pair(kernel_size, "kernel_size")
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
         strides = kernel
     else:
-        strides = pair(stride, "stride")
-        positive(strides, "stride")
-    pads = pair(padding, "padding")
-    non_negative(pads, "padding")
-    dilations = pair(dilation, "dilation")
-    positive(dilations, "dilation")
+        strides = positive_pair(stride, "stride")
+    pads = non_negative_pair(padding, "padding")
+    dilations = positive_pair(dilation, "dilation")
     if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
         raise ValueError(
             f"{op}: padding should be at most half of kernel_size, got padding={pads} and kernel_size={kernel}"

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ._args import non_negative, pair
+from ._args import non_negative_pair
 from ._arrays import as_array, as_float, host_values, wrap
 from ._dispatch import autograd, backend, grad_wanted
 
@@ -74,8 +74,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     if x.ndim != 4:
         raise ValueError(f"roi_pool: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     rois = _rois(boxes, x.dtype)
-    pooled_h, pooled_w = pair(output_size, "output_size")
-    non_negative((pooled_h, pooled_w), "output_size")
+    pooled_h, pooled_w = non_negative_pair(output_size, "output_size")
     scale = as_float(spatial_scale, "spatial_scale")
     if not math.isfinite(scale):
         raise ValueError(f"roi_pool: spatial_scale must be finite, got {scale}")

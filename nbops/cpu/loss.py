@@ -361,6 +361,17 @@ def _from_class_rows(rows: np.ndarray, shape: tuple) -> np.ndarray:
     return contiguous(np.swapaxes(rows.reshape(batch, length, classes), 1, 2)).reshape(shape)
 
 
+def _probability_rows(x, target, weight, shape3, dtype):
+    """What the class-probability kernels read: logits and probabilities as (N * L, C) rows in `dtype`,
+    and the class weights in float64 (ones when absent)."""
+    batch, classes, length = shape3
+    return (
+        _class_rows(x.astype(dtype, copy=False), batch, classes, length),
+        _class_rows(target.astype(dtype, copy=False), batch, classes, length),
+        np.ones(classes) if weight is None else weight.astype(np.float64),
+    )
+
+
 def run_cross_entropy(x, target, weight, shape3, out_shape, reduction, smoothing, ignore_index, dtype):
     """cross_entropy of logits x (shape3 = (N, C, L) as N samples of C classes at L positions) against
     class-index targets (ignore_index an int) or class probabilities of x's shape (ignore_index None),
@@ -369,13 +380,7 @@ def run_cross_entropy(x, target, weight, shape3, out_shape, reduction, smoothing
     losses = np.empty(batch * length)
     if ignore_index is None:  # class probabilities: the mean is over positions
         if losses.size:
-            _cross_entropy_prob(
-                _class_rows(x.astype(dtype, copy=False), batch, classes, length),
-                _class_rows(target.astype(dtype, copy=False), batch, classes, length),
-                np.ones(classes) if weight is None else weight.astype(np.float64),
-                smoothing,
-                losses,
-            )
+            _cross_entropy_prob(*_probability_rows(x, target, weight, shape3, dtype), smoothing, losses)
         if reduction == "none":
             return losses.astype(dtype).reshape(out_shape)
         total = _sum(losses) if losses.size else 0.0
@@ -416,10 +421,12 @@ def _loss_scale(grad_output: np.ndarray, reduction: str, denominator: float) -> 
     return np.full(1, value), False
 
 
-def run_cross_entropy_backward(grad_output, x, target, weight, shape3, reduction, smoothing, ignore_index, dtype, needs=(True, False)):
+def run_cross_entropy_backward(
+    grad_output, x, target, weight, shape3, out_shape, reduction, smoothing, ignore_index, dtype, needs=(True, False)
+):
     """(grad_input, grad_target) of cross_entropy, run_cross_entropy's arguments after grad_output (0-d,
-    or the per-position losses' shape for 'none'); grad_target only for class-probability targets
-    (None otherwise, and where `needs` does not ask for it)."""
+    or out_shape for 'none'); grad_target only for class-probability targets (None otherwise, and where
+    `needs` does not ask for it)."""
     batch, classes, length = shape3
     positions = batch * length
     if ignore_index is None:
@@ -438,14 +445,7 @@ def run_cross_entropy_backward(grad_output, x, target, weight, shape3, reduction
         grad_t = np.zeros((positions, classes) if needs[1] else (1, 1), dtype=dtype)
         if grad_x.size:
             _cross_entropy_prob_backward(
-                _class_rows(x.astype(dtype, copy=False), batch, classes, length),
-                _class_rows(target.astype(dtype, copy=False), batch, classes, length),
-                np.ones(classes) if weight is None else weight.astype(np.float64),
-                smoothing,
-                scale,
-                grad_x,
-                bool(needs[1]),
-                grad_t,
+                *_probability_rows(x, target, weight, shape3, dtype), smoothing, scale, grad_x, bool(needs[1]), grad_t
             )
         grad_input = _from_class_rows(grad_x, x.shape).astype(x.dtype, copy=False) if needs[0] else None
         grad_target = _from_class_rows(grad_t, target.shape).astype(target.dtype, copy=False) if needs[1] else None
