@@ -92,6 +92,9 @@ def load_rows(json_path: str) -> list[dict]:
         cases[key][info["impl"]] = bench["stats"]["median"]
         cases[key]["bytes"] = info.get("bytes", 0)
         cases[key]["flops"] = info.get("flops", 0)
+        cases[key]["network"] = info.get("network", False)
+        if "profile" in info:  # the share of the time in each op family (bench_networks.py)
+            cases[key][f"{info['impl']}_profile"] = info["profile"]
     rows = []
     for (op, case), values in cases.items():
         if "torch" in values and "nbops" in values:
@@ -119,6 +122,32 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
 
+def _order(row: dict):
+    """Whole networks first (they answer "does my network get faster?"), then the ops by name."""
+    return (not row.get("network", False), row["op"], row["case"])
+
+
+def profiles(rows: list[dict]) -> str:
+    """Where each network's time goes: the share of each op family, torch's side and nbops' side, and
+    the milliseconds they stand for (the gap per family is the difference of the last two)."""
+    lines = []
+    for row in sorted(rows, key=_order):
+        if "torch_profile" not in row or "nbops_profile" not in row:
+            continue
+        if not lines:
+            lines = ["", "Where the time goes (share of each side's time per op family, forward and backward; "
+                     "'other': the torch ops between them)", "",
+                     "| network | case | family | torch share | nbops share | torch ms | nbops ms |", "|---|---|---|---:|---:|---:|---:|"]
+        families = sorted(set(row["torch_profile"]) | set(row["nbops_profile"]), key=lambda f: (f == "other", f))
+        for family in families:
+            mine, theirs = row["nbops_profile"].get(family, 0.0), row["torch_profile"].get(family, 0.0)
+            lines.append(
+                f"| {row['op']} | {row['case']} | {family} | {100 * theirs:.0f}% | {100 * mine:.0f}% | "
+                f"{_ms(theirs * row['torch'])} | {_ms(mine * row['nbops'])} |"
+            )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict], bandwidth: float, peak: float | None = None) -> str:
     lines = [
         f"machine memory bandwidth (NumPy copy): {bandwidth:.1f} GB/s",
@@ -127,7 +156,7 @@ def table(rows: list[dict], bandwidth: float, peak: float | None = None) -> str:
         "| op | case | torch ms | nbops ms | torch/nbops | nbops GB/s | % of bandwidth | nbops GFLOP/s | % of peak |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in sorted(rows, key=lambda r: (r["op"], r["case"])):
+    for row in sorted(rows, key=_order):
         gbs = row["bytes"] / row["nbops"] / 1e9 if row["bytes"] else 0.0
         gflops = row["flops"] / row["nbops"] / 1e9 if row["flops"] else 0.0
         share = f"{100 * gbs / bandwidth:.0f}%" if row["bytes"] else ""
@@ -141,7 +170,7 @@ def table(rows: list[dict], bandwidth: float, peak: float | None = None) -> str:
 
 def chart_svg(rows: list[dict]) -> str:
     """A horizontal bar per case: torch time / nbops time on a log scale, with the 1x line."""
-    rows = sorted(rows, key=lambda r: (r["op"], r["case"]))
+    rows = sorted(rows, key=_order)
     bar_h, label_w, plot_w, top = 18, 460, 420, 40
     height = top + bar_h * len(rows) + 40
     lo, hi = np.log10(0.01), np.log10(100.0)
@@ -198,6 +227,7 @@ def main(argv=None) -> int:
     if len(json_paths) > 1:
         print(f"{len(json_paths)} runs; each case from the run with its median ratio (torch and nbops from the same run)")
     print(table(rows, bandwidth, nominal_peak_gflops()))
+    print(profiles(rows))
     with open(args.chart, "w") as f:
         f.write(chart_svg(rows))
     print(f"\nchart: {args.chart}")

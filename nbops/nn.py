@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - torchvision is a test dependency
 
 
 __all__ = [
+    "convert",
     "Conv2d",
     "ConvTranspose2d",
     "MaxPool2d",
@@ -164,3 +165,38 @@ class RoIPool(_TorchRoIPool):
     def forward(self, input, rois):
         return F.roi_pool(input, rois, self.output_size, self.spatial_scale)
 
+
+
+# torch's modules and their nbops twins: what convert() swaps (exact types only)
+_TWINS = {
+    nn.Conv2d: Conv2d,
+    nn.ConvTranspose2d: ConvTranspose2d,
+    nn.MaxPool2d: MaxPool2d,
+    nn.AvgPool2d: AvgPool2d,
+    nn.BatchNorm1d: BatchNorm1d,
+    nn.BatchNorm2d: BatchNorm2d,
+    nn.Flatten: Flatten,
+    nn.Sigmoid: Sigmoid,
+    nn.CrossEntropyLoss: CrossEntropyLoss,
+    nn.MSELoss: MSELoss,
+    _TorchRoIPool: RoIPool,
+}
+
+
+def convert(module: nn.Module) -> nn.Module:
+    """Make `module` and every submodule whose type is exactly a torch.nn (or torchvision.ops.RoIPool)
+    module with an nbops twin compute through nbops, in place, and return `module` (like
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm):
+
+        model = nbops.nn.convert(torchvision.models.resnet18())
+
+    Each such module becomes an instance of its twin (its class is swapped): the same object, with its
+    parameters, buffers, hooks and training mode, so an optimizer built on the model keeps working and a
+    state_dict loads either way. Every other module is left alone, subclasses of the torch modules that
+    a user wrote included (their forward may differ), and so are modules that are already twins.
+    """
+    for sub in module.modules():
+        twin = _TWINS.get(type(sub))
+        if twin is not None:
+            sub.__class__ = twin
+    return module

@@ -35,3 +35,23 @@ def test_one_run_is_reported_as_it_is(tmp_path):
     assert [(row["torch"], row["nbops"]) for row in rows] == [(1.0, 2.0)]
     text = bench.table(rows, bandwidth=10.0)
     assert "| sigmoid | 1M | 1000.000 | 2000.000 | 0.50x | 0.0 | 0% |" in text
+
+
+def test_networks_come_first_with_their_profiles(tmp_path):
+    benchmarks = [
+        {"extra_info": {"op": "conv2d", "case": "a", "impl": impl, "bytes": 0, "flops": 0}, "stats": {"median": 1.0}}
+        for impl in ("torch", "nbops")
+    ] + [
+        {"extra_info": {"op": "resnet18", "case": "eval", "impl": impl, "bytes": 0, "flops": 0, "network": True,
+                        "profile": {"conv": share, "other": 1 - share}}, "stats": {"median": median}}
+        for impl, median, share in (("torch", 0.2, 0.75), ("nbops", 0.5, 0.9))
+    ]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+    rows = bench.combine_runs([bench.load_rows(str(path))])
+    lines = bench.table(rows, bandwidth=10.0).splitlines()
+    assert lines[5].startswith("| resnet18 | eval | 200.000 | 500.000 | 0.40x") and lines[6].startswith("| conv2d |")
+    profile = bench.profiles(rows)
+    assert "| resnet18 | eval | conv | 75% | 90% | 150.000 | 450.000 |" in profile
+    assert "| resnet18 | eval | other | 25% | 10% | 50.000 | 50.000 |" in profile
+    assert bench.profiles([row for row in rows if row["op"] == "conv2d"]) == ""

@@ -146,3 +146,71 @@ def test_modules_under_no_grad_give_plain_results():
         assert out.grad_fn is None and not out.requires_grad
         assert_same(out, torch.nn.functional.conv2d(x, conv.weight, conv.bias), TOL)
     assert conv(x).grad_fn is not None  # the weight requires grad
+
+
+# ----------------------------------------------------------------------------------------- convert()
+
+
+def _twin_counts(model):
+    return {cls.__name__: sum(type(m) is cls for m in model.modules()) for cls in set(nnb._TWINS.values())}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_converted_resnet_matches_torch(arch):
+    """torchvision's ResNet, converted: same outputs, parameter gradients and running statistics as the
+    unconverted model (float64, so that the comparison is tight), in training and in evaluation; a
+    state_dict from either loads into the other."""
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, arch)(weights=None).double()
+    model = getattr(torchvision.models, arch)(weights=None).double()
+    model.load_state_dict(reference.state_dict())
+    torch_types = {type(m) for m in reference.modules()}
+    assert nnb.convert(model) is model
+    counts = _twin_counts(model)
+    assert counts["Conv2d"] == sum(type(m) is torch.nn.Conv2d for m in reference.modules()) > 0
+    assert counts["BatchNorm2d"] == sum(type(m) is torch.nn.BatchNorm2d for m in reference.modules()) > 0
+    assert counts["MaxPool2d"] == 1
+    assert {type(m) for m in model.modules()} - set(nnb._TWINS.values()) == torch_types - set(nnb._TWINS)  # the rest as it was
+    assert model.training
+    x = randn((2, 3, 64, 64), torch.float64, seed=1)
+    grad_output = randn((2, 1000), torch.float64, seed=2)
+    tight = dict(rtol=1e-8, atol=1e-8)
+    out, expected = model(x), reference(x)
+    assert_same(out, expected, tight)
+    out.backward(grad_output)
+    expected.backward(grad_output)
+    for (name, mine), (_, theirs) in zip(model.named_parameters(), reference.named_parameters()):
+        assert mine.grad is not None, name
+        assert_same(mine.grad, theirs.grad, tight)
+    for (name, mine), (_, theirs) in zip(model.named_buffers(), reference.named_buffers()):
+        assert_same(mine, theirs, tight)
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        assert_same(model(x), reference(x), tight)
+    fresh = getattr(torchvision.models, arch)(weights=None).double()
+    fresh.load_state_dict(model.state_dict())
+    assert nnb.convert(fresh).load_state_dict(reference.state_dict()) is not None
+    assert list(fresh.state_dict()) == list(reference.state_dict())
+
+
+def test_convert_swaps_exact_types_only_and_keeps_the_module():
+    class MyConv(torch.nn.Conv2d):  # a user's subclass: its forward may differ, so it stays
+        pass
+
+    conv = torch.nn.Conv2d(4, 4, 3)
+    hooked = []
+    conv.register_forward_hook(lambda module, args, out: hooked.append(type(module)))
+    model = torch.nn.Sequential(MyConv(3, 4, 3), torch.nn.ReLU(), conv, torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Sigmoid())
+    model.eval()
+    parameters = list(model.parameters())
+    assert nnb.convert(model) is model
+    assert [type(m) for m in model] == [MyConv, torch.nn.ReLU, nnb.Conv2d, nnb.BatchNorm2d, nnb.Flatten, nnb.Sigmoid]
+    assert model[2] is conv and list(model.parameters()) == parameters and not model.training
+    model(randn((1, 3, 9, 9)))
+    assert hooked == [nnb.Conv2d]
+    assert nnb.convert(model) is model and type(model[2]) is nnb.Conv2d  # converting twice changes nothing
+    single = torch.nn.MaxPool2d(2)
+    assert nnb.convert(single) is single and type(single) is nnb.MaxPool2d
+    losses = [torch.nn.CrossEntropyLoss(), torch.nn.MSELoss(), torchvision.ops.RoIPool(2, 0.5), torch.nn.ConvTranspose2d(2, 2, 2)]
+    assert [type(nnb.convert(m)) for m in losses] == [nnb.CrossEntropyLoss, nnb.MSELoss, nnb.RoIPool, nnb.ConvTranspose2d]
