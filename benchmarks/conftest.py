@@ -4,7 +4,9 @@ Run with `pytest benchmarks --benchmark-only`; `python -m nbops.bench` runs it a
 """
 
 import pytest
-import torch
+
+import nbops  # noqa: F401  (before torch, as README advises: nbops sets torch's OpenMP spin when it can)
+import torch  # noqa: E402,I001
 
 IMPLS = ["torch", "nbops"]
 

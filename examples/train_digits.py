@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import nbops.nn as nbops_nn  # (before torch: nbops then sets torch's OpenMP spin, README "Sharing the cores")
 import torch
-
-import nbops.nn as nbops_nn
 
 
 def build_model(nn) -> torch.nn.Sequential:

@@ -15,6 +15,7 @@ from . import _config
 
 _config.setup_threading()
 _config.setup_cache()
+_config.setup_torch_openmp()
 
 # (E402: the threading layer must be chosen before any kernel exists)
 from .activation import sigmoid  # noqa: E402

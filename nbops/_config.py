@@ -5,6 +5,9 @@ NBOPS_THREADING     'tbb' (default when TBB can be loaded), or any Numba layer n
                     'workqueue', 'default'). NUMBA_THREADING_LAYER, when set, always wins.
 NUMBA_CACHE_DIR     where compiled kernels are cached; when unset, next to the package, or (when the
                     package directory is read-only, e.g. a system install) a per-user cache directory.
+GOMP_SPINCOUNT      read by torch's GNU OpenMP runtime when torch loads; nbops sets it to
+                    TORCH_SPINCOUNT at import when torch is not loaded yet and neither it nor
+                    OMP_WAIT_POLICY is set (see setup_torch_openmp).
 
 Why tbb: Numba's OpenMP layer kills a fork()ed child that runs a parallel kernel (what a torch
 DataLoader worker does) and the workqueue layer aborts when two Python threads run parallel code at
@@ -82,6 +85,37 @@ def setup_threading() -> None:
         threading_note = f"tbb from {path}"
         return
     threading_note = "TBB not found (pip install tbb); Numba's default layer is not fork- and thread-safe"
+
+
+# torch's OpenMP workers spin this many times (GNU OpenMP's GOMP_SPINCOUNT) after each parallel region
+# before they sleep, instead of libgomp's default 300000 (milliseconds on this machine's cores).
+TORCH_SPINCOUNT = "1000"
+openmp_note: str = ""  # what setup_torch_openmp() did, and why
+
+
+def setup_torch_openmp() -> None:
+    """Let torch's OpenMP workers go to sleep soon after each torch op, so that they do not keep two
+    cores spinning while nbops' kernels run (a converted model alternates torch and nbops ops).
+
+    torch's GNU OpenMP runtime reads GOMP_SPINCOUNT once, when torch loads: nbops sets it here, at
+    import, only when torch is not loaded yet and the user set neither GOMP_SPINCOUNT nor
+    OMP_WAIT_POLICY. Measured on the 2-core development machine: an nbops op right after a torch op took
+    1.5-2x its own time with libgomp's default spin and about its own time with 1000 spins, while
+    torch's own ops kept theirs (README, "Sharing the cores with torch"); OMP_WAIT_POLICY=PASSIVE helps
+    nbops as much but makes torch's small ops 20-100% slower (each parallel region wakes sleeping
+    threads).
+    """
+    global openmp_note
+    if os.environ.get("GOMP_SPINCOUNT") or os.environ.get("OMP_WAIT_POLICY"):
+        openmp_note = "GOMP_SPINCOUNT / OMP_WAIT_POLICY as set by the user"
+    elif "torch" in sys.modules:
+        openmp_note = (
+            "torch was imported before nbops: its OpenMP workers spin for libgomp's default time after each torch op "
+            f"(import nbops first, or set GOMP_SPINCOUNT={TORCH_SPINCOUNT})"
+        )
+    else:
+        os.environ["GOMP_SPINCOUNT"] = TORCH_SPINCOUNT
+        openmp_note = f"GOMP_SPINCOUNT={TORCH_SPINCOUNT} set by nbops before torch loaded"
 
 
 # Set by setup_cache(): where the kernels are cached ('' = Numba's default, next to the package).

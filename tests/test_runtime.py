@@ -314,3 +314,29 @@ def test_use_backend_is_per_thread():
         thread.start()
         thread.join()
     assert seen == ["cpu"]
+
+
+@pytest.mark.parametrize(
+    "order,env,expected",
+    [
+        ("nbops first", {}, "1000"),  # nbops sets torch's OpenMP spin before torch loads
+        ("torch first", {}, None),  # too late: torch's runtime has read its environment
+        ("nbops first", {"GOMP_SPINCOUNT": "5"}, "5"),  # the user's setting wins
+        ("nbops first", {"OMP_WAIT_POLICY": "ACTIVE"}, None),
+    ],
+)
+def test_torch_openmp_spin_is_set_only_before_torch_and_never_over_the_user(order, env, expected):
+    first, second = ("nbops", "torch") if order == "nbops first" else ("torch", "nbops")
+    code = (
+        f"import os, {first}, {second}\n"
+        "from nbops import _config\n"
+        "print(os.environ.get('GOMP_SPINCOUNT'))\n"
+        "print(_config.openmp_note)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**clean, **env}, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    value, note = result.stdout.splitlines()
+    assert value == str(expected)
+    assert ("imported before nbops" in note) == (order == "torch first")
