@@ -28,16 +28,21 @@ CONV_CASES = [
 
 @contextlib.contextmanager
 def conv_path(path):
-    """Run conv2d through one of its two kernels whatever the plane size: 'planes' or 'pixels'."""
-    saved = cpu_conv.SMALL_PLANE
+    """Run conv2d through one of its kernels whatever the plane size: 'tiles' (float32 only: float64 then
+    takes 'pixels'), 'planes' or 'pixels'."""
+    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED
+    cpu_conv.TILED = path == "tiles"
     cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
     try:
         yield
     finally:
-        cpu_conv.SMALL_PLANE = saved
+        cpu_conv.SMALL_PLANE, cpu_conv.TILED = saved
 
 
-@pytest.mark.parametrize("path", ["planes", "pixels"])
+PATHS = ["planes", "pixels", "tiles"]
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("batched", [True, False])
@@ -105,7 +110,7 @@ def test_conv2d_without_input_channels_is_bias():
     x = torch.zeros(2, 0, 5, 5)
     w = torch.zeros(4, 0, 3, 3)
     b = randn((4,))
-    for path in ("planes", "pixels"):
+    for path in PATHS:
         with conv_path(path):
             out = nbops.conv2d(x, w, b, padding=1)
         assert out.shape == (2, 4, 5, 5)
@@ -150,7 +155,7 @@ def test_conv_does_not_modify_inputs():
     assert all(torch.equal(a, c) for a, c in zip((x, w, b), copies))
 
 
-@pytest.mark.parametrize("path", ["planes", "pixels"])
+@pytest.mark.parametrize("path", PATHS)
 @given(
     n=st.integers(0, 2),
     groups=st.integers(1, 3),
@@ -170,21 +175,22 @@ def test_conv_does_not_modify_inputs():
     same=st.booleans(),
 )
 def test_conv2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
-    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
-    weight = randn((groups * cout_per, cin_per, kh, kw), torch.float64, seed=kh)
-    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+    dtype = torch.float32 if path == "tiles" else torch.float64  # (the tiles are float32's)
+    x = randn((n, groups * cin_per, h, w), dtype, seed=h + w)
+    weight = randn((groups * cout_per, cin_per, kh, kw), dtype, seed=kh)
+    b = randn((groups * cout_per,), dtype, seed=3) if bias else None
     padding = "same" if same else (ph, pw)
     stride = (1, 1) if same else (sh, sw)
     args = (b, stride, padding, (dh, dw), groups)
     try:  # validity judged on a non-empty batch: torch skips some checks when N == 0
-        F.conv2d(randn((1,) + x.shape[1:], torch.float64), weight, *args)
+        F.conv2d(randn((1,) + x.shape[1:], dtype), weight, *args)
         expected = F.conv2d(x, weight, *args)
     except RuntimeError:
         with pytest.raises(ValueError):
             nbops.conv2d(x, weight, *args)
         return
     with conv_path(path):
-        assert_same(nbops.conv2d(x, weight, *args), expected, SUM_TOL[torch.float64])
+        assert_same(nbops.conv2d(x, weight, *args), expected, SUM_TOL[dtype])
 
 
 @given(

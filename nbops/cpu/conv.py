@@ -15,6 +15,7 @@ from .._arrays import contiguous
 
 from ._bounds import _end_valid, _first_valid
 from ._parallel import parallel_kernel
+from ._tile import TILE_COLUMNS, TILE_ROWS, TILE_TARGET, TILE_TASKS, TILE_WEIGHT_BYTES, _conv2d_tiles, _pack_taps
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -34,6 +35,9 @@ from ._parallel import parallel_kernel
 # 3. _conv2d_pixels, for small output planes (where the loops of 2. would be short), gathers each
 #    pixel's inputs from the same planes once and takes dot products with the taps, four pixels and two
 #    output channels at a time, the sums held in registers.
+# 4. _conv2d_tiles (float32) computes the sum of 2. tile by tile: 6 output channels x 32 consecutive q
+#    held in registers over every tap (the tile6x32 intrinsic, nbops/cpu/_tile.py) and stored once.
+#    2. and 3. stay for float64 and are the reference the tiles are tested against (with torch).
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -228,6 +232,7 @@ def _dots4x2(x0, x1, x2, x3, w0, w1, zero):
     return a00, a01, a10, a11, a20, a21, a30, a31
 
 
+
 # ---------------------------------------------------------------------------------------------------
 # Gradients. The input gradient of conv2d is a transposed convolution of grad_output with the same
 # weight, and that of conv_transpose2d a convolution: the backward drivers below run them through the
@@ -360,7 +365,8 @@ def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups
     plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
     offsets = _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w)
     group_size = group_in * sh * sw * plane_h * plane_w
-    need = (groups - 1) * group_size + out_h * plane_w + (int(offsets.max()) if offsets.size else 0)
+    # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
+    need = (groups - 1) * group_size + out_h * plane_w + TILE_COLUMNS + (int(offsets.max()) if offsets.size else 0)
     slack = max(0, need - groups * group_size)
     xs = _phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack)
     return xs, offsets, group_size, plane_w
@@ -386,21 +392,42 @@ def _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w) -> np.ndarr
 
 def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     """Run conv2d through the phase planes (see the top of this file): lay out the input, list each tap's
-    offset in its group's planes, and pick the kernel by the size of an output plane."""
+    offset in its group's planes, and pick the kernel: register tiles for float32, else by the size of
+    an output plane."""
     out_channels = w.shape[0]
     out_h = out.shape[2]
     xs, offsets, group_size, plane_w = _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups)
-    rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop
     # taps in the order of their offsets: with a stride, the taps reading one phase plane come together,
     # so the four taps of an inner loop read neighbouring memory (the same sum, in another order)
     order = np.argsort(offsets, kind="stable")
-    taps = contiguous(w.reshape(out_channels, -1)[:, order])
     offsets = offsets[order]
-    work = _conv_work(out.size, taps.shape[1])
+    count = order.size
+    work = _conv_work(out.size, count)
+    if TILED and out.dtype == np.float32 and count:  # (tile6x32 needs a tap)
+        group_out = out_channels // groups
+        blocks = -(-group_out // TILE_ROWS)
+        packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=np.float32)
+        _pack_taps(contiguous(w.reshape(out_channels, count)), order, groups, packed)
+        packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=np.float32)
+        packed_bias[:, :group_out] = b.reshape(groups, group_out)
+        chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
+        rows = max(1, -(-TILE_TARGET // plane_w))
+        # at least TILE_TASKS tasks (the row blocks split further when there are few groups and chunks)
+        split = -(-TILE_TASKS // (groups * -(-blocks // chunk)))
+        rows = min(rows, max(1, -(-out_h // split)))
+        _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk)
+        return
+    taps = contiguous(w.reshape(out_channels, -1)[:, order])
+    rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop of _conv2d_planes
     if out_h * plane_w <= SMALL_PLANE:  # short loops for _conv2d_planes: gather and dot products instead
         _conv2d_pixels.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w)
     else:
         _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w, rows)
+
+
+# float32 convolutions go through _conv2d_tiles (False: through _conv2d_planes / _conv2d_pixels, as
+# float64 does; the tests run both)
+TILED = True
 
 
 # Output planes of at most this many values (H_out x padded width) go through _conv2d_pixels: measured on

@@ -1,0 +1,181 @@
+"""conv2d's float32 path (nbops/cpu/conv.py, step 4 at the top): a register tile over phase planes,
+6 output channels x 32 output positions, summed over a run of taps in registers and added to the output
+once (tile6x32), the kernel that runs it over a whole convolution (_conv2d_tiles) and its weight packing
+(_pack_taps).
+
+    out(ostart + r * ostride + c) += sum_{t < ntaps} weights(wstart + 6 * t + r) * src(start + offsets(t) + c)
+
+for r < 6 and c < 32 (float32). In conv2d's terms (nbops/cpu/conv.py): r an output channel of a block of
+six, c one of 32 consecutive positions q = h * Wq + w of an output plane, t a tap (k, m, l), offsets(t)
+its place in the input's phase planes, weights the block's taps packed tap-major (six values per tap).
+The caller runs the taps in blocks (so that their inputs and weights stay in L1) and starts the output
+at the bias.
+
+The 6 x 32 sums live in 12 <16 x float> registers for the whole loop over the taps (AVX-512 has 32); a
+tap step loads two 16-float vectors of input, broadcasts six weights, and issues 12 fused multiply-adds
+(llvm.fma.v16f32), so each input value loaded feeds six channels and each sum is read and written once
+per run of taps. Numba cannot keep such a tile in registers by itself (a small local array is heap
+memory, and its SLP vectoriser is off), hence an intrinsic that writes the loop in LLVM IR. ntaps must
+be at least 1. The plain loops of the same sum, _conv2d_planes and _conv2d_pixels in conv.py, run
+float64 and are what the tests also run float32 through (with torch as the reference).
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._parallel import parallel_kernel
+
+TILE_ROWS = 6  # output channels per tile
+TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32
+_LANES = 16
+
+
+@intrinsic
+def tile6x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+    arrays = (src, offsets, weights, out)
+    if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
+        return None
+    if not all(a.dtype == types.float32 for a in (src, weights, out)):
+        return None
+    signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        data = {i: cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6)}
+        src_p, offsets_p, weights_p, out_p = (data[i] for i in (0, 2, 4, 6))
+        start, ntaps, wstart, ostart, ostride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7, 8))
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vector = ir.VectorType(ir.FloatType(), _LANES)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+        undefined = ir.Constant(vector, ir.Undefined)
+        lane0 = ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES)
+
+        def const(value):
+            return ir.Constant(i64, value)
+
+        def broadcast(pointer, index):
+            value = builder.load(builder.gep(pointer, [index]))
+            return builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, lane0)
+
+        def vector_at(pointer, index):  # 16 floats from pointer + index (no alignment assumed)
+            return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
+
+        entry = builder.basic_block
+        loop = builder.append_basic_block("tile.taps")
+        done = builder.append_basic_block("tile.store")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        t = builder.phi(i64)
+        t.add_incoming(const(0), entry)
+        sums = [[builder.phi(vector) for _ in range(2)] for _ in range(TILE_ROWS)]
+        for row in sums:
+            for value in row:
+                value.add_incoming(ir.Constant(vector, [0.0] * _LANES), entry)
+        base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
+        inputs = [builder.load(vector_at(src_p, builder.add(base, const(_LANES * c))), align=4) for c in range(2)]
+        weight_base = builder.add(wstart, builder.mul(t, const(TILE_ROWS)))
+        updated = []
+        for r in range(TILE_ROWS):
+            weight = broadcast(weights_p, builder.add(weight_base, const(r)))
+            updated.append([builder.call(fma, [weight, inputs[c], sums[r][c]]) for c in range(2)])
+        t_next = builder.add(t, const(1))
+        t.add_incoming(t_next, loop)
+        for r in range(TILE_ROWS):
+            for c in range(2):
+                sums[r][c].add_incoming(updated[r][c], loop)
+        builder.cbranch(builder.icmp_signed("<", t_next, ntaps), loop, done)
+        builder.position_at_end(done)
+        for r in range(TILE_ROWS):
+            row = builder.add(ostart, builder.mul(ostride, const(r)))
+            for c in range(2):
+                pointer = vector_at(out_p, builder.add(row, const(_LANES * c)))
+                builder.store(builder.fadd(builder.load(pointer, align=4), updated[r][c]), pointer, align=4)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+TILE_TARGET = 512  # output positions (q) per task of _conv2d_tiles: 16 tiles reuse one block of input
+TILE_WEIGHT_BYTES = 256 * 1024  # packed weights of the channel blocks of one task (kept hot in L2)
+TILE_TASKS = 8  # _conv2d_tiles makes at least this many tasks where the output rows allow
+TILE_TAPS = 256  # taps per run of tile6x32: their inputs (32 positions each) and weights fit L1
+
+
+@parallel_kernel(cache=True)
+def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk):
+    """conv2d in float32, the formula of conv.py's _conv2d_planes:
+
+        out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
+
+    tiled for registers. The output channels of each group are padded to blocks of six; packed(b, 6*t + r)
+    = taps(6*b' + r, t) for block b = g * blocks + b' (0 in the padding), packed_bias likewise.
+    A task is one group, `chunk` of its channel blocks (their packed weights stay in L2 while the task
+    runs) and `rows` output rows, i.e. the flat positions q = h*Wq + w of those rows rounded up to tiles
+    of 32 (the extra positions read the planes' slack and are thrown away with the columns w >= W_out).
+    Its loops, outermost first: each sample; each run of TILE_TAPS taps (their inputs and weights stay in
+    L1); each tile of 32 positions; each block of the chunk: one tile6x32 call, which sums the run of taps
+    in registers and adds them to the task's buffer (which starts at the bias). The buffer's columns
+    w < W_out are then copied to out.
+    """
+    batch, out_channels, out_h, out_w = out.shape
+    group_out = out_channels // groups
+    blocks = packed.shape[0] // groups
+    chunks = (blocks + chunk - 1) // chunk
+    ntaps = offsets.size
+    row_blocks = (out_h + rows - 1) // rows
+    for task in prange(groups * chunks * row_blocks):
+        g = task // (chunks * row_blocks)
+        rest = task - g * chunks * row_blocks
+        c = rest // row_blocks
+        h0 = (rest - c * row_blocks) * rows
+        h1 = min(out_h, h0 + rows)
+        b0 = c * chunk
+        b1 = min(blocks, b0 + chunk)
+        tiles = ((h1 - h0) * plane_w + TILE_COLUMNS - 1) // TILE_COLUMNS
+        width = tiles * TILE_COLUMNS
+        sums = np.empty(((b1 - b0) * TILE_ROWS, width), dtype=np.float32)
+        flat = sums.reshape(-1)
+        start = g * group_size + h0 * plane_w
+        for n in range(batch):
+            src = xs[n]
+            for r in range(sums.shape[0]):
+                sums[r, :] = packed_bias[(g * blocks + b0) * TILE_ROWS + r]
+            for t0 in range(0, ntaps, TILE_TAPS):
+                t1 = min(ntaps, t0 + TILE_TAPS)
+                run = offsets[t0:t1]
+                for tile in range(tiles):
+                    q = tile * TILE_COLUMNS
+                    for b in range(b0, b1):
+                        weights = packed[g * blocks + b, t0 * TILE_ROWS :]
+                        tile6x32(src, start + q, run, t1 - t0, weights, 0, flat, (b - b0) * TILE_ROWS * width + q, width)
+            for j in range(b0 * TILE_ROWS, min(group_out, b1 * TILE_ROWS)):
+                for h in range(h0, h1):
+                    row = sums[j - b0 * TILE_ROWS, (h - h0) * plane_w :]
+                    dst = out[n, g * group_out + j, h]
+                    for w in range(out_w):
+                        dst[w] = row[w]
+
+
+@parallel_kernel(cache=True)
+def _pack_taps(weights, order, groups, packed):
+    """_conv2d_tiles' weights: packed(g * blocks + b, TILE_ROWS * t + r) = weights(g * C_out/groups +
+    TILE_ROWS * b + r, order(t)), the taps in the order of their offsets, each group's output channels
+    padded with zeros to blocks of TILE_ROWS. One task per block (one pass over the weights)."""
+    out_channels, count = weights.shape
+    group_out = out_channels // groups
+    blocks = packed.shape[0] // groups
+    for block in prange(packed.shape[0]):
+        g = block // blocks
+        dst = packed[block]
+        for r in range(TILE_ROWS):
+            j = (block - g * blocks) * TILE_ROWS + r
+            if j < group_out:
+                src = weights[g * group_out + j]
+                for t in range(count):
+                    dst[t * TILE_ROWS + r] = src[order[t]]
+            else:
+                for t in range(count):
+                    dst[t * TILE_ROWS + r] = 0.0
