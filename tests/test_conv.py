@@ -72,10 +72,11 @@ CONVT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("path", ["planes", "tiles"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONVT_CASES)
 @pytest.mark.parametrize("batched", [True, False])
-def test_conv_transpose2d_matches_torch(case, batched, dtype):
+def test_conv_transpose2d_matches_torch(case, batched, dtype, path):
     cin, cout, k, s, p, op, g, d, has_bias = case
     kh, kw = (k, k) if isinstance(k, int) else k
     shape = (2, cin, 6, 7) if batched else (cin, 6, 7)
@@ -83,9 +84,10 @@ def test_conv_transpose2d_matches_torch(case, batched, dtype):
     w = randn((cin, cout // g, kh, kw), dtype, seed=5)
     b = randn((cout,), dtype, seed=6) if has_bias else None
     expected = F.conv_transpose2d(x, w, b, s, p, op, g, d)
-    assert_same(nbops.conv_transpose2d(x, w, b, s, p, op, g, d), expected, SUM_TOL[dtype])
-    kw_args = dict(bias=b, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
-    assert_same(nbops.conv_transpose2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
+    with conv_path(path):
+        assert_same(nbops.conv_transpose2d(x, w, b, s, p, op, g, d), expected, SUM_TOL[dtype])
+        kw_args = dict(bias=b, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+        assert_same(nbops.conv_transpose2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
@@ -193,6 +195,7 @@ def test_conv2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, s
         assert_same(nbops.conv2d(x, weight, *args), expected, SUM_TOL[dtype])
 
 
+@pytest.mark.parametrize("path", ["planes", "tiles"])
 @given(
     n=st.integers(0, 2),
     groups=st.integers(1, 3),
@@ -212,13 +215,14 @@ def test_conv2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, s
     opw=st.integers(0, 2),
     bias=st.booleans(),
 )
-def test_conv_transpose2d_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
-    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
-    weight = randn((groups * cin_per, cout_per, kh, kw), torch.float64, seed=kw)
-    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+def test_conv_transpose2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
+    dtype = torch.float32 if path == "tiles" else torch.float64  # (the tiles are float32's)
+    x = randn((n, groups * cin_per, h, w), dtype, seed=h + w)
+    weight = randn((groups * cin_per, cout_per, kh, kw), dtype, seed=kw)
+    b = randn((groups * cout_per,), dtype, seed=3) if bias else None
     args = (b, (sh, sw), (ph, pw), (oph, opw), groups, (dh, dw))
     try:  # validity judged on a non-empty batch: torch skips some checks when N == 0
-        F.conv_transpose2d(randn((1,) + x.shape[1:], torch.float64), weight, *args)
+        F.conv_transpose2d(randn((1,) + x.shape[1:], dtype), weight, *args)
         expected = F.conv_transpose2d(x, weight, *args)
     except RuntimeError:
         with pytest.raises(ValueError):
@@ -226,7 +230,8 @@ def test_conv_transpose2d_property(n, groups, cin_per, cout_per, h, w, kh, kw, s
         return
     if expected.numel() == 0 and min(expected.shape[2:]) <= 0:
         return
-    assert_same(nbops.conv_transpose2d(x, weight, *args), expected, SUM_TOL[torch.float64])
+    with conv_path(path):
+        assert_same(nbops.conv_transpose2d(x, weight, *args), expected, SUM_TOL[dtype])
 
 
 def _x(shape=(2, 3, 5, 5), dtype=torch.float32):

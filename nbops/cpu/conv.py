@@ -404,18 +404,7 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     count = order.size
     work = _conv_work(out.size, count)
     if TILED and out.dtype == np.float32 and count:  # (tile6x32 needs a tap)
-        group_out = out_channels // groups
-        blocks = -(-group_out // TILE_ROWS)
-        packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=np.float32)
-        _pack_taps(contiguous(w.reshape(out_channels, count)), order, groups, packed)
-        packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=np.float32)
-        packed_bias[:, :group_out] = b.reshape(groups, group_out)
-        chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
-        rows = max(1, -(-TILE_TARGET // plane_w))
-        # at least TILE_TASKS tasks (the row blocks split further when there are few groups and chunks)
-        split = -(-TILE_TASKS // (groups * -(-blocks // chunk)))
-        rows = min(rows, max(1, -(-out_h // split)))
-        _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk)
+        _run_tiles(xs, contiguous(w.reshape(out_channels, count)), order, offsets, group_size, groups, b, out, plane_w, work)
         return
     taps = contiguous(w.reshape(out_channels, -1)[:, order])
     rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop of _conv2d_planes
@@ -423,6 +412,25 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
         _conv2d_pixels.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w)
     else:
         _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w, rows)
+
+
+def _run_tiles(xs, weights, order, offsets, group_size, groups, bias, out, plane_w, work):
+    """out = the phase-plane convolution of xs through _conv2d_tiles: weights (C_out, T) with T >= 1 taps
+    in (k, m, l) order, `order` their order by offset and `offsets` the sorted offsets."""
+    out_channels, count = weights.shape
+    group_out = out_channels // groups
+    blocks = -(-group_out // TILE_ROWS)
+    packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=np.float32)
+    _pack_taps(weights, order, groups, packed)
+    packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=np.float32)
+    packed_bias[:, :group_out] = bias.reshape(groups, group_out)
+    chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
+    out_h = out.shape[2]
+    rows = max(1, -(-TILE_TARGET // plane_w))
+    # at least TILE_TASKS tasks (the row blocks split further when there are few groups and chunks)
+    split = -(-TILE_TASKS // (groups * -(-blocks // chunk)))
+    rows = min(rows, max(1, -(-out_h // split)))
+    _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk)
 
 
 # float32 convolutions go through _conv2d_tiles (False: through _conv2d_planes / _conv2d_pixels, as
@@ -485,7 +493,8 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
             offsets = (k * plane + (dm + top) * plane_w + (dl + left)).reshape(-1).astype(np.int64)
             taps = contiguous(by_output[:, :, rows_m][:, :, :, cols_l].reshape(out_channels, -1))
             phases.append((a, c, offsets, taps))
-    need = max((groups - 1) * group_size + phase_h * plane_w + (int(o.max()) if o.size else 0) for _, _, o, _ in phases)
+    # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
+    need = max((groups - 1) * group_size + phase_h * plane_w + TILE_COLUMNS + (int(o.max()) if o.size else 0) for _, _, o, _ in phases)
     slack = max(0, need - groups * group_size)
     xs = _phase_planes(contiguous(x4), top, left, 1, 1, plane_h, plane_w, slack)
     rows = max(1, -(-1024 // plane_w))
@@ -495,9 +504,12 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
         if part.size == 0:
             continue
         result = np.empty(part.shape, dtype=out.dtype)
-        _conv2d_planes.pick(_conv_work(result.size, taps.shape[1]))(
-            xs, taps, offsets, group_size, groups, bias, result, plane_w, rows
-        )
+        work = _conv_work(result.size, taps.shape[1])
+        if TILED and out.dtype == np.float32 and taps.shape[1]:
+            order = np.argsort(offsets, kind="stable")
+            _run_tiles(xs, taps, order, offsets[order], group_size, groups, bias, result, plane_w, work)
+        else:
+            _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, bias, result, plane_w, rows)
         part[...] = result
 
 
