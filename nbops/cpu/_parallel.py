@@ -64,6 +64,15 @@ class ParallelKernel:
         return f"<ParallelKernel {self.__qualname__}>"
 
 
+@njit(cache=True, inline="always")
+def unravel3(task, d1, d2):
+    """A flat task index task = (a * d1 + b) * d2 + c of a prange over a (., d1, d2) grid -> (a, b, c)."""
+    a = task // (d1 * d2)
+    rest = task - a * d1 * d2
+    b = rest // d2
+    return a, b, rest - b * d2
+
+
 def parallel_kernel(**options):
     """Decorator: `@parallel_kernel(cache=True, ...)` in place of `@njit(parallel=True, cache=True, ...)`."""
 

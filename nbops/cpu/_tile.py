@@ -26,7 +26,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._parallel import parallel_kernel
+from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 6  # output channels per tile
 TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32
@@ -127,10 +127,8 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
     ntaps = offsets.size
     row_blocks = (out_h + rows - 1) // rows
     for task in prange(groups * chunks * row_blocks):
-        g = task // (chunks * row_blocks)
-        rest = task - g * chunks * row_blocks
-        c = rest // row_blocks
-        h0 = (rest - c * row_blocks) * rows
+        g, c, row_block = unravel3(task, chunks, row_blocks)
+        h0 = row_block * rows
         h1 = min(out_h, h0 + rows)
         b0 = c * chunk
         b1 = min(blocks, b0 + chunk)

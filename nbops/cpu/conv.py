@@ -14,7 +14,7 @@ from numba import njit, prange
 from .._arrays import contiguous
 
 from ._bounds import _end_valid, _first_valid
-from ._parallel import parallel_kernel
+from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_COLUMNS, TILE_ROWS, TILE_TARGET, TILE_TASKS, TILE_WEIGHT_BYTES, _conv2d_tiles, _pack_taps
 
 
@@ -133,10 +133,8 @@ def _conv2d_planes(xs, taps, offsets, group_size, groups, bias, out, plane_w, ro
     blocks = (out_h + rows - 1) // rows
     chunks = (out_channels + CHANNEL_CHUNK - 1) // CHANNEL_CHUNK
     for task in prange(batch * blocks * chunks):
-        n = task // (blocks * chunks)
-        rest = task - n * blocks * chunks
-        b = rest // chunks
-        j0 = (rest - b * chunks) * CHANNEL_CHUNK
+        n, b, channel_chunk = unravel3(task, blocks, chunks)
+        j0 = channel_chunk * CHANNEL_CHUNK
         j1 = min(out_channels, j0 + CHANNEL_CHUNK)
         h0 = b * rows
         h1 = min(out_h, h0 + rows)
@@ -192,10 +190,8 @@ def _conv2d_pixels(xs, taps, offsets, group_size, groups, bias, out, plane_w):
     pixels = out_h * out_w
     blocks = (pixels + 3) // 4
     for task in prange(batch * groups * blocks):
-        n = task // (groups * blocks)
-        rest = task - n * groups * blocks
-        g = rest // blocks
-        p0 = (rest - g * blocks) * 4
+        n, g, pixel_block = unravel3(task, groups, blocks)
+        p0 = pixel_block * 4
         cols = np.empty((4, count), dtype=out.dtype)
         zero = out.dtype.type(0.0)
         for i in range(4):
