@@ -13,7 +13,7 @@ from torchvision.ops import roi_pool as tv_roi_pool
 
 import nbops
 from reference import DTYPES, SUM_TOL, assert_same, distinct, randn
-from test_conv import CONV_CASES, CONVT_CASES
+from test_conv import CONV_CASES, CONVT_CASES, conv_path
 from test_pooling import AVG_CASES, MAX_CASES
 from test_roi import _boxes
 
@@ -123,6 +123,29 @@ def test_conv_gradients_on_small_and_large_planes():
             lambda x, w: F.conv2d(x, w, None, 1, 1),
             [x, w],
             SUM_TOL[torch.float32],
+        )
+
+
+@pytest.mark.parametrize("path", ["planes", "tiles"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cin,cout,kernel,stride,padding,groups,size", [
+    (40, 70, 3, 1, 1, 1, (21, 19)),  # several blocks of channels and taps, runs of several samples
+    (20, 66, 3, 2, 1, 2, (23, 24)),  # groups, each with a part-filled last block of channels
+    (24, 40, 1, 2, 0, 1, (33, 30)),  # a 1x1 with a stride: the input positions it reads, no planes
+    (24, 40, 1, 1, 0, 1, (40, 41)),  # a 1x1 without: the input itself
+    (3, 5, (2, 3), 1, (1, 0), 1, (70, 80)),  # long samples: runs of part of one
+])
+def test_conv2d_weight_gradient_across_blocks(path, dtype, cin, cout, kernel, stride, padding, groups, size):
+    """The weight gradient's register tiles over more than one block of channels (2L), of taps (6) and
+    of tasks, and over runs that hold several samples or part of one; both paths against torch."""
+    x = requiring(randn((3, cin) + size, dtype, seed=1))
+    w = requiring(randn((cout, cin // groups) + ((kernel, kernel) if isinstance(kernel, int) else kernel), dtype, seed=2))
+    with conv_path(path):
+        compare_grads(
+            lambda x, w: nbops.conv2d(x, w, None, stride, padding, 1, groups),
+            lambda x, w: F.conv2d(x, w, None, stride, padding, 1, groups),
+            [x, w],
+            SUM_TOL[dtype],
         )
 
 
@@ -484,48 +507,59 @@ def _valid(torch_fn, *args):
     return True
 
 
+# the plain loops ('planes') and the register tiles in both dtypes (the weight gradient's tiles run
+# float64 too)
+GRADIENT_PATHS = [("planes", torch.float64), ("tiles", torch.float64), ("tiles", torch.float32)]
+
+
+@pytest.mark.parametrize("path,dtype", GRADIENT_PATHS)
 @given(
     n=st.integers(0, 2), groups=st.integers(1, 3), cin_per=st.integers(1, 3), cout_per=st.integers(1, 3),
     h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4), kw=st.integers(1, 4),
     sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 3), pw=st.integers(0, 3),
     dh=st.integers(1, 3), dw=st.integers(1, 3), bias=st.booleans(), same=st.booleans(),
 )
-def test_conv2d_gradient_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
-    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
-    weight = randn((groups * cout_per, cin_per, kh, kw), torch.float64, seed=kh)
-    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+def test_conv2d_gradient_property(path, dtype, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
+    x = randn((n, groups * cin_per, h, w), dtype, seed=h + w)
+    weight = randn((groups * cout_per, cin_per, kh, kw), dtype, seed=kh)
+    b = randn((groups * cout_per,), dtype, seed=3) if bias else None
     padding = "same" if same else (ph, pw)
     stride = (1, 1) if same else (sh, sw)
     args = (stride, padding, (dh, dw), groups)
-    if not _valid(F.conv2d, randn((1,) + x.shape[1:], torch.float64), weight, b, *args):
+    if not _valid(F.conv2d, randn((1,) + x.shape[1:], dtype), weight, b, *args):
         return
-    compare_grads(
-        lambda x, weight, b: nbops.conv2d(x, weight, b, *args),
-        lambda x, weight, b: F.conv2d(x, weight, b, *args),
-        [requiring(x), requiring(weight), requiring(b) if bias else None],
-        SUM_TOL[torch.float64],
-    )
+    with conv_path(path):
+        compare_grads(
+            lambda x, weight, b: nbops.conv2d(x, weight, b, *args),
+            lambda x, weight, b: F.conv2d(x, weight, b, *args),
+            [requiring(x), requiring(weight), requiring(b) if bias else None],
+            SUM_TOL[dtype],
+        )
 
 
+@pytest.mark.parametrize("path,dtype", GRADIENT_PATHS)
 @given(
     n=st.integers(0, 2), groups=st.integers(1, 3), cin_per=st.integers(1, 3), cout_per=st.integers(1, 3),
     h=st.integers(1, 6), w=st.integers(1, 6), kh=st.integers(1, 4), kw=st.integers(1, 4),
     sh=st.integers(1, 3), sw=st.integers(1, 3), ph=st.integers(0, 3), pw=st.integers(0, 3),
     dh=st.integers(1, 3), dw=st.integers(1, 3), oph=st.integers(0, 2), opw=st.integers(0, 2), bias=st.booleans(),
 )
-def test_conv_transpose2d_gradient_property(n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
-    x = randn((n, groups * cin_per, h, w), torch.float64, seed=h + w)
-    weight = randn((groups * cin_per, cout_per, kh, kw), torch.float64, seed=kw)
-    b = randn((groups * cout_per,), torch.float64, seed=3) if bias else None
+def test_conv_transpose2d_gradient_property(path, dtype, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
+    x = randn((n, groups * cin_per, h, w), dtype, seed=h + w)
+    weight = randn((groups * cin_per, cout_per, kh, kw), dtype, seed=kw)
+    b = randn((groups * cout_per,), dtype, seed=3) if bias else None
     args = ((sh, sw), (ph, pw), (oph, opw), groups, (dh, dw))
-    if not _valid(F.conv_transpose2d, randn((1,) + x.shape[1:], torch.float64), weight, b, *args):
+    if not _valid(F.conv_transpose2d, randn((1,) + x.shape[1:], dtype), weight, b, *args):
         return
-    compare_grads(
-        lambda x, weight, b: nbops.conv_transpose2d(x, weight, b, *args),
-        lambda x, weight, b: F.conv_transpose2d(x, weight, b, *args),
-        [requiring(x), requiring(weight), requiring(b) if bias else None],
-        SUM_TOL[torch.float64],
-    )
+    if min(F.conv_transpose2d(randn((1,) + x.shape[1:], dtype), weight, b, *args).shape[2:]) <= 0:
+        return  # (torch's float32 path returns an empty output where its float64 path and nbops raise)
+    with conv_path(path):
+        compare_grads(
+            lambda x, weight, b: nbops.conv_transpose2d(x, weight, b, *args),
+            lambda x, weight, b: F.conv_transpose2d(x, weight, b, *args),
+            [requiring(x), requiring(weight), requiring(b) if bias else None],
+            SUM_TOL[dtype],
+        )
 
 
 @given(

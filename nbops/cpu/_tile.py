@@ -1,7 +1,9 @@
-"""conv2d's float32 path (nbops/cpu/conv.py, step 4 at the top): a register tile over phase planes,
-6 output channels x 32 output positions, summed over a run of taps in registers and added to the output
-once (tile6x32), the kernel that runs it over a whole convolution (_conv2d_tiles) and its weight packing
-(_pack_taps).
+"""The convolutions' register tiles (nbops/cpu/conv.py, step 4 at the top). conv2d's float32 path: a
+tile over phase planes, 6 output channels x 32 output positions, summed over a run of taps in registers
+and added to the output once (tile6x32), the kernel that runs it over a whole convolution
+(_conv2d_tiles) and its weight packing (_pack_taps). The weight gradient's path, float32 and float64, at
+the end of the file: 6 taps x 2L output channels summed over the output positions (taps6x32,
+_conv2d_weight_tiles, _channel_blocks).
 
     out(ostart + r * ostride + c) += sum_{t < ntaps} weights(wstart + 6 * t + r) * src(start + offsets(t) + c)
 
@@ -177,3 +179,184 @@ def _pack_taps(weights, order, groups, packed):
             else:
                 for t in range(count):
                     dst[t * TILE_ROWS + r] = 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The weight gradient: the same register tile with the roles turned round. The sum runs over the
+# output positions q; a tile is six taps x 2L output channels; grad_output is laid out in blocks of 2L
+# channels (channels contiguous, each block contiguous over q) so that one vector load reads 2L
+# channels at one position, and the input value of each tap at q is broadcast.
+
+
+@intrinsic
+def taps6x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, length, out, ostart, ostride):
+    """out(ostart + r * ostride + c) += sum_{n < samples} sum_{q < length}
+                                        xs(xstarts(r) + n * xstride + q) * grads(gstart + n * gstride + q * gstep + c)
+
+    for r < 6 windows of xs (six taps) and c < 2 L output channels (L = 16 lanes of float32, 8 of
+    float64): the weight gradient's tile, held in 12 512-bit registers over every sample and position.
+    A step broadcasts one input value per tap, loads two vectors of grad_output (channels contiguous)
+    and issues 12 fused multiply-adds."""
+    arrays = (grads, xs, xstarts, out)
+    if not all(isinstance(x, types.Array) for x in arrays) or xstarts.dtype != types.int64:
+        return None
+    if grads.dtype not in (types.float32, types.float64) or xs.dtype != grads.dtype or out.dtype != grads.dtype:
+        return None
+    signature = types.void(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, length, out, ostart, ostride)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        data = {i: cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 4, 5, 9)}
+        gstart, gstride, gstep, xstride, samples, length, ostart, ostride = (
+            context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 6, 7, 8, 10, 11)
+        )
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        single = kinds[0].dtype == types.float32
+        lanes = 16 if single else 8
+        size = 4 if single else 8
+        vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), lanes)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}{'f32' if single else 'f64'}")
+        undefined = ir.Constant(vector, ir.Undefined)
+        lane0 = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        zero = ir.Constant(vector, [0.0] * lanes)
+
+        def const(value):
+            return ir.Constant(i64, value)
+
+        def vector_at(pointer, index):
+            return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
+
+        starts = [builder.load(builder.gep(data[5], [const(r)])) for r in range(TILE_ROWS)]
+        entry = builder.basic_block
+        sample = builder.append_basic_block("taps.sample")
+        loop = builder.append_basic_block("taps.q")
+        latch = builder.append_basic_block("taps.next")
+        done = builder.append_basic_block("taps.store")
+        work = builder.and_(builder.icmp_signed(">", samples, const(0)), builder.icmp_signed(">", length, const(0)))
+        builder.cbranch(work, sample, done)
+
+        def tile_phis(first, block):
+            phis = [[builder.phi(vector) for _ in range(2)] for _ in range(TILE_ROWS)]
+            for r in range(TILE_ROWS):
+                for c in range(2):
+                    phis[r][c].add_incoming(first[r][c], block)
+            return phis
+
+        builder.position_at_end(sample)  # each sample n
+        n, g_base, x_base = (builder.phi(i64) for _ in range(3))
+        n.add_incoming(const(0), entry)
+        g_base.add_incoming(gstart, entry)
+        x_base.add_incoming(const(0), entry)
+        outer = tile_phis([[zero] * 2 for _ in range(TILE_ROWS)], entry)
+        windows = [builder.add(x_base, s) for s in starts]
+        builder.branch(loop)
+        builder.position_at_end(loop)  # each position q
+        q, g_at = builder.phi(i64), builder.phi(i64)
+        q.add_incoming(const(0), sample)
+        g_at.add_incoming(g_base, sample)
+        sums = tile_phis(outer, sample)
+        grads = [builder.load(vector_at(data[0], builder.add(g_at, const(lanes * c))), align=size) for c in range(2)]
+        updated = []
+        for r in range(TILE_ROWS):
+            value = builder.load(builder.gep(data[4], [builder.add(windows[r], q)]))
+            value = builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, lane0)
+            updated.append([builder.call(fma, [value, grads[c], sums[r][c]]) for c in range(2)])
+        q_next = builder.add(q, const(1))
+        q.add_incoming(q_next, loop)
+        g_at.add_incoming(builder.add(g_at, gstep), loop)
+        for r in range(TILE_ROWS):
+            for c in range(2):
+                sums[r][c].add_incoming(updated[r][c], loop)
+        builder.cbranch(builder.icmp_signed("<", q_next, length), loop, latch)
+        builder.position_at_end(latch)
+        n_next = builder.add(n, const(1))
+        n.add_incoming(n_next, latch)
+        g_base.add_incoming(builder.add(g_base, gstride), latch)
+        x_base.add_incoming(builder.add(x_base, xstride), latch)
+        for r in range(TILE_ROWS):
+            for c in range(2):
+                outer[r][c].add_incoming(updated[r][c], latch)
+        builder.cbranch(builder.icmp_signed("<", n_next, samples), sample, done)
+        builder.position_at_end(done)
+        totals = tile_phis([[zero] * 2 for _ in range(TILE_ROWS)], entry)
+        for r in range(TILE_ROWS):
+            for c in range(2):
+                totals[r][c].add_incoming(updated[r][c], latch)
+        for r in range(TILE_ROWS):
+            row = builder.add(ostart, builder.mul(ostride, const(r)))
+            for c in range(2):
+                pointer = vector_at(data[9], builder.add(row, const(lanes * c)))
+                builder.store(builder.fadd(builder.load(pointer, align=size), totals[r][c]), pointer, align=size)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@parallel_kernel(cache=True)
+def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad_taps, tchunk, run):
+    """conv2d's weight gradient, the formula of conv.py's _conv2d_weight_grad,
+
+        grad_taps(j, t) = sum_n sum_q grads(n, g * J + b, q, c) * xs(n, g * group_size + offsets(t) + q)
+
+    (j = g * C_out/groups + 2L b + c: grads is grad_output on the planes' flat positions q, in blocks
+    of 2L channels, each block contiguous over q, zero in the thrown-away columns and the padding
+    channels), tiled for registers: 6 taps x 2L output channels at a time (taps6x32), over every sample
+    and a run of `run` positions per call. A task is one group, one block of channels and `tchunk`
+    blocks of six taps. Blocks past the last tap repeat it (computed, not written). Returns whether
+    every sum is finite.
+    """
+    batch, blocks, length, columns = grads.shape
+    per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
+    runs = (length + run - 1) // run  # runs of equal length (no short last run)
+    run = (length + runs - 1) // runs
+    count = offsets.size
+    jblocks = blocks // groups
+    tblocks = (count + TILE_ROWS - 1) // TILE_ROWS
+    tchunks = (tblocks + tchunk - 1) // tchunk
+    flat = grads.reshape(-1)
+    nonfinite = 0
+    for task in prange(groups * jblocks * tchunks):
+        g, jb, tc = unravel3(task, jblocks, tchunks)
+        tb0 = tc * tchunk
+        nt = min(tblocks, tb0 + tchunk) - tb0
+        starts = np.empty(nt * TILE_ROWS, dtype=np.int64)
+        for i in range(starts.size):
+            starts[i] = g * group_size + offsets[min(tb0 * TILE_ROWS + i, count - 1)]
+        sums = np.zeros((nt * TILE_ROWS, columns), dtype=grads.dtype)
+        block = (g * jblocks + jb) * length * columns
+        for n0 in range(0, batch, per_call):
+            samples = min(per_call, batch - n0)
+            for q0 in range(0, length, run):
+                span = min(length - q0, run)
+                src = xs.reshape(-1)[n0 * xs.shape[1] + q0 :]
+                at = n0 * blocks * length * columns + block + q0 * columns
+                for tb in range(nt):
+                    taps6x32(flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1], samples, span, sums.reshape(-1), tb * TILE_ROWS * columns, columns)
+        for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)
+            dst = grad_taps[g * group_out + jb * columns + c]
+            for i in range(min(nt * TILE_ROWS, count - tb0 * TILE_ROWS)):
+                value = sums[i, c]
+                dst[tb0 * TILE_ROWS + i] = value
+                nonfinite += not np.isfinite(value)
+    return nonfinite == 0
+
+
+@parallel_kernel(cache=True)
+def _channel_blocks(grad_out, groups, plane_w, grads):
+    """grads(n, g * J + b, h * Wq + w, c) = grad_output(n, g * C_out/groups + 2L b + c, h, w): grad_output
+    on the phase planes' flat positions in blocks of 2L channels (each group's channels padded to J
+    blocks), zeros elsewhere (grads comes zeroed). One task per sample, block and output row."""
+    batch, channels, out_h, out_w = grad_out.shape
+    group_out = channels // groups
+    blocks, columns = grads.shape[1], grads.shape[3]
+    jblocks = blocks // groups
+    for task in prange(batch * blocks * out_h):
+        n, block, h = unravel3(task, blocks, out_h)
+        g = block // jblocks
+        j0 = (block - g * jblocks) * columns
+        j1 = min(columns, group_out - j0)
+        src = grad_out[n, g * group_out + j0 : g * group_out + j0 + j1, h]
+        dst = grads[n, block, h * plane_w :]
+        for w in range(out_w):
+            for c in range(j1):
+                dst[w, c] = src[c, w]

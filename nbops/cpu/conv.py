@@ -15,7 +15,17 @@ from .._arrays import contiguous
 
 from ._bounds import _end_valid, _first_valid
 from ._parallel import parallel_kernel, unravel3
-from ._tile import TILE_COLUMNS, TILE_ROWS, TILE_TARGET, TILE_TASKS, TILE_WEIGHT_BYTES, _conv2d_tiles, _pack_taps
+from ._tile import (
+    TILE_COLUMNS,
+    TILE_ROWS,
+    TILE_TARGET,
+    TILE_TASKS,
+    TILE_WEIGHT_BYTES,
+    _conv2d_tiles,
+    _conv2d_weight_tiles,
+    _channel_blocks,
+    _pack_taps,
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -38,6 +48,8 @@ from ._tile import TILE_COLUMNS, TILE_ROWS, TILE_TARGET, TILE_TASKS, TILE_WEIGHT
 # 4. _conv2d_tiles (float32) computes the sum of 2. tile by tile: 6 output channels x 32 consecutive q
 #    held in registers over every tap (the tile6x32 intrinsic, nbops/cpu/_tile.py) and stored once.
 #    2. and 3. stay for float64 and are the reference the tiles are tested against (with torch).
+#    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes)
+#    with 6 taps x 2L output channels in registers over the output positions.
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -351,21 +363,35 @@ def run_conv2d(x4, w, b, strides, before, after, dilations, groups, out_hw):
     return out
 
 
-def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups):
+def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups, over_read=TILE_COLUMNS):
     """The phase planes of the (padded) input and each tap's offset in its group's planes (see the
     top of this file): (xs, offsets in (k, m, l) order, group_size, plane_w). `out_h` is the number of
-    output rows that will be read (the thrown-away columns of the last one read a little past the last
-    plane: the layout ends with enough zeros for them)."""
+    output rows that will be read, and a kernel reads up to `over_read` positions past the last one
+    (the thrown-away columns of the last row read a little past the last plane: the layout ends with
+    enough zeros for them). Without padding, stride or slack, the planes are the input itself (no copy)."""
     (sh, sw), (dh, dw) = strides, dilations
     group_in, kh, kw = w_shape[1:]
     plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
     offsets = _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w)
     group_size = group_in * sh * sw * plane_h * plane_w
-    # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
-    need = (groups - 1) * group_size + out_h * plane_w + TILE_COLUMNS + (int(offsets.max()) if offsets.size else 0)
+    need = (groups - 1) * group_size + out_h * plane_w + over_read + (int(offsets.max()) if offsets.size else 0)
     slack = max(0, need - groups * group_size)
+    if slack == 0 and (sh, sw) == (1, 1) and tuple(before) == (0, 0) and tuple(padded) == x4.shape[2:]:
+        return contiguous(x4).reshape(x4.shape[0], -1), offsets, group_size, plane_w
     xs = _phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack)
     return xs, offsets, group_size, plane_w
+
+
+def _pointwise(x4, w_shape, strides, before, out_hw):
+    """A 1x1 convolution without padding, as one with stride 1 over the input positions it reads:
+    (x4[:, :, ::sh, ::sw] cropped to out_hw, (1, 1), (0, 0), out_hw); None for any other convolution.
+    (Its phase planes would copy the whole input for the one plane that the taps read.)"""
+    if w_shape[2:] != (1, 1) or tuple(before) != (0, 0) or tuple(strides) == (1, 1):
+        return None
+    (sh, sw), (oh, ow) = strides, out_hw
+    if (oh - 1) * sh >= x4.shape[2] or (ow - 1) * sw >= x4.shape[3]:
+        return None  # (an output reads padding after the input)
+    return x4[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw], (1, 1), (0, 0), (oh, ow)
 
 
 def _conv_work(outputs: int, taps: int) -> int:
@@ -432,6 +458,7 @@ def _run_tiles(xs, weights, order, offsets, group_size, groups, bias, out, plane
 # float32 convolutions go through _conv2d_tiles (False: through _conv2d_planes / _conv2d_pixels, as
 # float64 does; the tests run both)
 TILED = True
+WEIGHT_RUN = 256
 
 
 # Output planes of at most this many values (H_out x padded width) go through _conv2d_pixels: measured on
@@ -517,15 +544,32 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
     if grad4.shape[0] == 0 or grad4.shape[2] == 0 or grad4.shape[3] == 0:
         grad[...] = 0
     else:
-        xs, offsets, group_size, plane_w = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups)
-        # grad_output on the planes' flat index h * Wq + w (zeros in the columns past W_out): each
-        # (sample, channel, tap) is then one long dot product
         batch, channels, out_h, out_w = grad4.shape
-        grad_rows = np.zeros((batch, channels, rows, plane_w), dtype=grad4.dtype)
-        grad_rows[:, :, :out_h, :out_w] = grad4[:, :, :rows]
-        work = _conv_work(grad.size, batch * rows * plane_w)
-        _conv2d_weight_grad.pick(work)(xs, grad_rows.reshape(batch, channels, -1), offsets, group_size, groups, grad)
-        if not np.isfinite(grad).all():  # an inf input may have met a thrown-away column's 0: sum exactly
+        pointwise = _pointwise(source4, weight_shape, strides, before, (rows, out_w))
+        if pointwise is not None:
+            source4, strides, before, padded = pointwise
+        # (both kernels read the planes only where the rows reach: no slack)
+        xs, offsets, group_size, plane_w = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups, 0)
+        if TILED:
+            # grad_output on the planes' flat index q = h * Wq + w, channels last (zeros in the columns
+            # past W_out and in each group's channels past a multiple of 2L)
+            columns = 128 // grad4.itemsize
+            jblocks = -(-channels // groups // columns)
+            grads = np.zeros((batch, groups * jblocks, rows * plane_w, columns), dtype=grad4.dtype)
+            _channel_blocks(contiguous(grad4[:, :, :rows]), groups, plane_w, grads)
+            work = _conv_work(grad.size, batch * rows * plane_w)
+            tblocks = -(-offsets.size // TILE_ROWS)
+            tchunk = min(tblocks, 16)
+            finite = _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, tchunk, WEIGHT_RUN)
+        else:
+            # grad_output on the planes' flat index h * Wq + w (zeros in the columns past W_out): each
+            # (sample, channel, tap) is then one long dot product
+            grad_rows = np.zeros((batch, channels, rows, plane_w), dtype=grad4.dtype)
+            grad_rows[:, :, :out_h, :out_w] = grad4[:, :, :rows]
+            work = _conv_work(grad.size, batch * rows * plane_w)
+            _conv2d_weight_grad.pick(work)(xs, grad_rows.reshape(batch, channels, -1), offsets, group_size, groups, grad)
+            finite = np.isfinite(grad).all()
+        if not finite:  # an inf input may have met a thrown-away column's 0: sum exactly
             _conv2d_weight_grad_rows(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
     return grad.reshape(weight_shape)
 
