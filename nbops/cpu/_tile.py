@@ -28,6 +28,8 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .._arrays import contiguous
+
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 6  # output channels per tile
@@ -160,11 +162,13 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
 
 
 @parallel_kernel(cache=True)
-def _pack_taps(weights, order, groups, packed):
-    """_conv2d_tiles' weights: packed(g * blocks + b, TILE_ROWS * t + r) = weights(g * C_out/groups +
-    TILE_ROWS * b + r, order(t)), the taps in the order of their offsets, each group's output channels
+def _pack_taps(weights, channel_base, tap_index, groups, packed):
+    """_conv2d_tiles' weights: packed(g * blocks + b, TILE_ROWS * t + r) = weights(channel_base(j) +
+    tap_index(t)) for output channel j = g * C_out/groups + TILE_ROWS * b + r (taps(j, t) of the
+    formula, read from the caller's flat weights wherever they lie), each group's output channels
     padded with zeros to blocks of TILE_ROWS. One task per block (one pass over the weights)."""
-    out_channels, count = weights.shape
+    out_channels = channel_base.size
+    count = tap_index.size
     group_out = out_channels // groups
     blocks = packed.shape[0] // groups
     for block in prange(packed.shape[0]):
@@ -173,9 +177,9 @@ def _pack_taps(weights, order, groups, packed):
         for r in range(TILE_ROWS):
             j = (block - g * blocks) * TILE_ROWS + r
             if j < group_out:
-                src = weights[g * group_out + j]
+                base = channel_base[g * group_out + j]
                 for t in range(count):
-                    dst[t * TILE_ROWS + r] = src[order[t]]
+                    dst[t * TILE_ROWS + r] = weights[base + tap_index[t]]
             else:
                 for t in range(count):
                     dst[t * TILE_ROWS + r] = 0.0
@@ -360,3 +364,44 @@ def _channel_blocks(grad_out, groups, plane_w, grads):
         for w in range(out_w):
             for c in range(j1):
                 dst[w, c] = src[c, w]
+
+
+# ------------------------------------------------------------------------------------------- drivers
+
+
+def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups, bias, out, plane_w, work):
+    """out = the phase-plane convolution of xs through _conv2d_tiles, with T >= 1 taps at `offsets`
+    (sorted) and taps(j, t) = weights.flat[channel_base(j) + tap_index(t)]."""
+    out_channels, count = channel_base.size, tap_index.size
+    group_out = out_channels // groups
+    blocks = -(-group_out // TILE_ROWS)
+    packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=np.float32)
+    _pack_taps(contiguous(weights).reshape(-1), channel_base, tap_index, groups, packed)
+    packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=np.float32)
+    packed_bias[:, :group_out] = bias.reshape(groups, group_out)
+    chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
+    out_h = out.shape[2]
+    rows = max(1, -(-TILE_TARGET // plane_w))
+    # at least TILE_TASKS tasks (the row blocks split further when there are few groups and chunks)
+    split = -(-TILE_TASKS // (groups * -(-blocks // chunk)))
+    rows = min(rows, max(1, -(-out_h // split)))
+    _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk)
+
+
+WEIGHT_RUN = 256  # positions (of one sample or several) per rows6x32 call of _conv2d_weight_tiles
+
+
+def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad):
+    """grad (C_out, T) = the weight gradient of conv.py's _conv2d_weight_grad through
+    _conv2d_weight_tiles, from the phase planes xs and grad_output grad4 (N, C_out, rows, W_out);
+    returns whether every sum is finite."""
+    batch, channels, rows = grad4.shape[:3]
+    # grad_output on the planes' flat index q = h * Wq + w in blocks of 2L channels (zeros in the
+    # columns past W_out and in each group's channels past a multiple of 2L)
+    columns = 128 // grad4.itemsize
+    jblocks = -(-channels // groups // columns)
+    grads = np.zeros((batch, groups * jblocks, rows * plane_w, columns), dtype=grad4.dtype)
+    _channel_blocks(grad4, groups, plane_w, grads)
+    work = grad.size * batch * rows * plane_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
+    tchunk = min(-(-offsets.size // TILE_ROWS), 16)
+    return _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, tchunk, WEIGHT_RUN)

@@ -15,17 +15,7 @@ from .._arrays import contiguous
 
 from ._bounds import _end_valid, _first_valid
 from ._parallel import parallel_kernel, unravel3
-from ._tile import (
-    TILE_COLUMNS,
-    TILE_ROWS,
-    TILE_TARGET,
-    TILE_TASKS,
-    TILE_WEIGHT_BYTES,
-    _conv2d_tiles,
-    _conv2d_weight_tiles,
-    _channel_blocks,
-    _pack_taps,
-)
+from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -418,6 +408,9 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     an output plane."""
     out_channels = w.shape[0]
     out_h = out.shape[2]
+    pointwise = _pointwise(x4, w.shape, strides, before, out.shape[2:])
+    if pointwise is not None:
+        x4, strides, before, padded = pointwise
     xs, offsets, group_size, plane_w = _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups)
     # taps in the order of their offsets: with a stride, the taps reading one phase plane come together,
     # so the four taps of an inner loop read neighbouring memory (the same sum, in another order)
@@ -426,7 +419,7 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     count = order.size
     work = _conv_work(out.size, count)
     if TILED and out.dtype == np.float32 and count:  # (tile6x32 needs a tap)
-        _run_tiles(xs, contiguous(w.reshape(out_channels, count)), order, offsets, group_size, groups, b, out, plane_w, work)
+        _run_tiles(xs, w, np.arange(out_channels, dtype=np.int64) * count, order, offsets, group_size, groups, b, out, plane_w, work)
         return
     taps = contiguous(w.reshape(out_channels, -1)[:, order])
     rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop of _conv2d_planes
@@ -436,29 +429,9 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
         _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w, rows)
 
 
-def _run_tiles(xs, weights, order, offsets, group_size, groups, bias, out, plane_w, work):
-    """out = the phase-plane convolution of xs through _conv2d_tiles: weights (C_out, T) with T >= 1 taps
-    in (k, m, l) order, `order` their order by offset and `offsets` the sorted offsets."""
-    out_channels, count = weights.shape
-    group_out = out_channels // groups
-    blocks = -(-group_out // TILE_ROWS)
-    packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=np.float32)
-    _pack_taps(weights, order, groups, packed)
-    packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=np.float32)
-    packed_bias[:, :group_out] = bias.reshape(groups, group_out)
-    chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
-    out_h = out.shape[2]
-    rows = max(1, -(-TILE_TARGET // plane_w))
-    # at least TILE_TASKS tasks (the row blocks split further when there are few groups and chunks)
-    split = -(-TILE_TASKS // (groups * -(-blocks // chunk)))
-    rows = min(rows, max(1, -(-out_h // split)))
-    _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk)
-
-
 # float32 convolutions go through _conv2d_tiles (False: through _conv2d_planes / _conv2d_pixels, as
 # float64 does; the tests run both)
 TILED = True
-WEIGHT_RUN = 256
 
 
 # Output planes of at most this many values (H_out x padded width) go through _conv2d_pixels: measured on
@@ -504,9 +477,11 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     plane_w = left + width + max(0, phase_w + max(max(shifts_w), 0) - width)
     plane = plane_h * plane_w
     group_size = group_in * plane
-    # weight(g * C_in/groups + k, j', m, l) as taps(g * C_out/groups + j', k, m, l)
-    by_output = contiguous(w).reshape(groups, group_in, group_out, kh, kw).transpose(0, 2, 1, 3, 4)
-    by_output = by_output.reshape(out_channels, group_in, kh, kw)
+    # taps(g * C_out/groups + j', (k, m, l)) = weight(g * C_in/groups + k, j', m, l): its place in the
+    # flat weights is channel_base(j) + tap_index(k, m, l)
+    tiled = TILED and out.dtype == np.float32
+    j = np.arange(out_channels)
+    channel_base = ((j // group_out) * group_in * group_out + j % group_out) * kh * kw
     phases = []
     for a in range(sh):
         for c in range(sw):
@@ -514,23 +489,27 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
             cols_l = [l for l, _ in taps_w[c]]
             k, dm, dl = np.meshgrid(np.arange(group_in), [d for _, d in taps_h[a]], [d for _, d in taps_w[c]], indexing="ij")
             offsets = (k * plane + (dm + top) * plane_w + (dl + left)).reshape(-1).astype(np.int64)
-            taps = contiguous(by_output[:, :, rows_m][:, :, :, cols_l].reshape(out_channels, -1))
-            phases.append((a, c, offsets, taps))
+            k, m, l = np.meshgrid(np.arange(group_in), rows_m, cols_l, indexing="ij")
+            tap_index = ((k * group_out * kh + m) * kw + l).reshape(-1).astype(np.int64)
+            taps = None if tiled else w.reshape(-1)[channel_base[:, None] + tap_index[None, :]]
+            phases.append((a, c, offsets, tap_index, taps))
     # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
-    need = max((groups - 1) * group_size + phase_h * plane_w + TILE_COLUMNS + (int(o.max()) if o.size else 0) for _, _, o, _ in phases)
+    need = max((groups - 1) * group_size + phase_h * plane_w + TILE_COLUMNS + (int(o.max()) if o.size else 0) for _, _, o, _, _ in phases)
     slack = max(0, need - groups * group_size)
     xs = _phase_planes(contiguous(x4), top, left, 1, 1, plane_h, plane_w, slack)
     rows = max(1, -(-1024 // plane_w))
     bias = contiguous(b)
-    for a, c, offsets, taps in phases:
+    for a, c, offsets, tap_index, taps in phases:
         part = out[:, :, a::sh, c::sw]
         if part.size == 0:
             continue
         result = np.empty(part.shape, dtype=out.dtype)
-        work = _conv_work(result.size, taps.shape[1])
-        if TILED and out.dtype == np.float32 and taps.shape[1]:
+        work = _conv_work(result.size, offsets.size)
+        if tiled and offsets.size:
             order = np.argsort(offsets, kind="stable")
-            _run_tiles(xs, taps, order, offsets[order], group_size, groups, bias, result, plane_w, work)
+            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], group_size, groups, bias, result, plane_w, work)
+        elif tiled:  # no tap reaches this phase: the bias
+            result[...] = bias.reshape(1, -1, 1, 1)
         else:
             _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, bias, result, plane_w, rows)
         part[...] = result
@@ -551,16 +530,7 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
         # (both kernels read the planes only where the rows reach: no slack)
         xs, offsets, group_size, plane_w = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups, 0)
         if TILED:
-            # grad_output on the planes' flat index q = h * Wq + w, channels last (zeros in the columns
-            # past W_out and in each group's channels past a multiple of 2L)
-            columns = 128 // grad4.itemsize
-            jblocks = -(-channels // groups // columns)
-            grads = np.zeros((batch, groups * jblocks, rows * plane_w, columns), dtype=grad4.dtype)
-            _channel_blocks(contiguous(grad4[:, :, :rows]), groups, plane_w, grads)
-            work = _conv_work(grad.size, batch * rows * plane_w)
-            tblocks = -(-offsets.size // TILE_ROWS)
-            tchunk = min(tblocks, 16)
-            finite = _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, tchunk, WEIGHT_RUN)
+            finite = _run_weight_tiles(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
         else:
             # grad_output on the planes' flat index h * Wq + w (zeros in the columns past W_out): each
             # (sample, channel, tap) is then one long dot product
