@@ -1,22 +1,23 @@
 """The convolutions' register tiles (nbops/cpu/conv.py, step 4 at the top). conv2d's float32 path: a
-tile over phase planes, 6 output channels x 32 output positions, summed over a run of taps in registers
-and added to the output once (tile6x32), the kernel that runs it over a whole convolution
+tile over phase planes, 12 output channels x 32 output positions, summed over a run of taps in registers
+and added to the output once (tile12x32), the kernel that runs it over a whole convolution
 (_conv2d_tiles) and its weight packing (_pack_taps). The weight gradient's path, float32 and float64, at
-the end of the file: 6 taps x 2L output channels summed over the output positions (taps6x32,
+the end of the file: 12 taps x 2L output channels summed over the output positions (taps12x32,
 _conv2d_weight_tiles, _channel_blocks).
 
-    out(ostart + r * ostride + c) += sum_{t < ntaps} weights(wstart + 6 * t + r) * src(start + offsets(t) + c)
+    out(ostart + r * ostride + c) += sum_{t < ntaps} weights(wstart + 12 * t + r) * src(start + offsets(t) + c)
 
-for r < 6 and c < 32 (float32). In conv2d's terms (nbops/cpu/conv.py): r an output channel of a block of
-six, c one of 32 consecutive positions q = h * Wq + w of an output plane, t a tap (k, m, l), offsets(t)
-its place in the input's phase planes, weights the block's taps packed tap-major (six values per tap).
+for r < 12 and c < 32 (float32). In conv2d's terms (nbops/cpu/conv.py): r an output channel of a block of
+twelve, c one of 32 consecutive positions q = h * Wq + w of an output plane, t a tap (k, m, l), offsets(t)
+its place in the input's phase planes, weights the block's taps packed tap-major (twelve values per tap).
 The caller runs the taps in blocks (so that their inputs and weights stay in L1) and starts the output
 at the bias.
 
-The 6 x 32 sums live in 12 <16 x float> registers for the whole loop over the taps (AVX-512 has 32); a
-tap step loads two 16-float vectors of input, broadcasts six weights, and issues 12 fused multiply-adds
-(llvm.fma.v16f32), so each input value loaded feeds six channels and each sum is read and written once
-per run of taps. Numba cannot keep such a tile in registers by itself (a small local array is heap
+The 12 x 32 sums live in 24 <16 x float> registers for the whole loop over the taps (AVX-512 has 32); a
+tap step loads two 16-float vectors of input, broadcasts twelve weights, and issues 24 fused
+multiply-adds (llvm.fma.v16f32), so each input value loaded feeds twelve channels and each sum is read
+and written once per run of taps. (With 6 x 32, 12 registers, the loop ran at 50-65% of one core's
+sgemm speed in L1, its two unaligned input loads weighing on only 12 FMAs; with 12 x 32 at 75-115%.) Numba cannot keep such a tile in registers by itself (a small local array is heap
 memory, and its SLP vectoriser is off), hence an intrinsic that writes the loop in LLVM IR. ntaps must
 be at least 1. The plain loops of the same sum, _conv2d_planes and _conv2d_pixels in conv.py, run
 float64 and are what the tests also run float32 through (with torch as the reference).
@@ -32,13 +33,13 @@ from .._arrays import contiguous
 
 from ._parallel import parallel_kernel, unravel3
 
-TILE_ROWS = 6  # output channels per tile
+TILE_ROWS = 12  # output channels per tile
 TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32
 _LANES = 16
 
 
 @intrinsic
-def tile6x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
     arrays = (src, offsets, weights, out)
     if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
         return None
@@ -105,22 +106,22 @@ def tile6x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart
 TILE_TARGET = 512  # output positions (q) per task of _conv2d_tiles: 16 tiles reuse one block of input
 TILE_WEIGHT_BYTES = 256 * 1024  # packed weights of the channel blocks of one task (kept hot in L2)
 TILE_TASKS = 8  # _conv2d_tiles makes at least this many tasks where the output rows allow
-TILE_TAPS = 256  # taps per run of tile6x32: their inputs (32 positions each) and weights fit L1
+TILE_TAPS = 256  # taps per run of tile12x32 (fewer where each tap reads another input channel: see _run_tiles)
 
 
 @parallel_kernel(cache=True)
-def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk):
+def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk, run):
     """conv2d in float32, the formula of conv.py's _conv2d_planes:
 
         out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
 
-    tiled for registers. The output channels of each group are padded to blocks of six; packed(b, 6*t + r)
+    tiled for registers. The output channels of each group are padded to blocks of twelve; packed(b, 12*t + r)
     = taps(6*b' + r, t) for block b = g * blocks + b' (0 in the padding), packed_bias likewise.
     A task is one group, `chunk` of its channel blocks (their packed weights stay in L2 while the task
     runs) and `rows` output rows, i.e. the flat positions q = h*Wq + w of those rows rounded up to tiles
     of 32 (the extra positions read the planes' slack and are thrown away with the columns w >= W_out).
-    Its loops, outermost first: each sample; each run of TILE_TAPS taps (their inputs and weights stay in
-    L1); each tile of 32 positions; each block of the chunk: one tile6x32 call, which sums the run of taps
+    Its loops, outermost first: each sample; each run of `run` taps (their inputs and weights stay in
+    L1); each tile of 32 positions; each block of the chunk: one tile12x32 call, which sums the run of taps
     in registers and adds them to the task's buffer (which starts at the bias). The buffer's columns
     w < W_out are then copied to out.
     """
@@ -145,14 +146,14 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
             src = xs[n]
             for r in range(sums.shape[0]):
                 sums[r, :] = packed_bias[(g * blocks + b0) * TILE_ROWS + r]
-            for t0 in range(0, ntaps, TILE_TAPS):
-                t1 = min(ntaps, t0 + TILE_TAPS)
-                run = offsets[t0:t1]
+            for t0 in range(0, ntaps, run):
+                t1 = min(ntaps, t0 + run)
+                taps = offsets[t0:t1]
                 for tile in range(tiles):
                     q = tile * TILE_COLUMNS
                     for b in range(b0, b1):
                         weights = packed[g * blocks + b, t0 * TILE_ROWS :]
-                        tile6x32(src, start + q, run, t1 - t0, weights, 0, flat, (b - b0) * TILE_ROWS * width + q, width)
+                        tile12x32(src, start + q, taps, t1 - t0, weights, 0, flat, (b - b0) * TILE_ROWS * width + q, width)
             for j in range(b0 * TILE_ROWS, min(group_out, b1 * TILE_ROWS)):
                 for h in range(h0, h1):
                     row = sums[j - b0 * TILE_ROWS, (h - h0) * plane_w :]
@@ -174,33 +175,30 @@ def _pack_taps(weights, channel_base, tap_index, groups, packed):
     for block in prange(packed.shape[0]):
         g = block // blocks
         dst = packed[block]
-        for r in range(TILE_ROWS):
-            j = (block - g * blocks) * TILE_ROWS + r
-            if j < group_out:
-                base = channel_base[g * group_out + j]
-                for t in range(count):
-                    dst[t * TILE_ROWS + r] = weights[base + tap_index[t]]
-            else:
-                for t in range(count):
-                    dst[t * TILE_ROWS + r] = 0.0
+        bases = np.full(TILE_ROWS, -1, dtype=np.int64)  # -1: a padding channel
+        for r in range(min(TILE_ROWS, group_out - (block - g * blocks) * TILE_ROWS)):
+            bases[r] = channel_base[g * group_out + (block - g * blocks) * TILE_ROWS + r]
+        for t in range(count):  # (writing dst in order, reading TILE_ROWS rows of weights)
+            for r in range(TILE_ROWS):
+                dst[t * TILE_ROWS + r] = weights[bases[r] + tap_index[t]] if bases[r] >= 0 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------------
 # The weight gradient: the same register tile with the roles turned round. The sum runs over the
-# output positions q; a tile is six taps x 2L output channels; grad_output is laid out in blocks of 2L
+# output positions q; a tile is twelve taps x 2L output channels; grad_output is laid out in blocks of 2L
 # channels (channels contiguous, each block contiguous over q) so that one vector load reads 2L
 # channels at one position, and the input value of each tap at q is broadcast.
 
 
 @intrinsic
-def taps6x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, length, out, ostart, ostride):
+def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, length, out, ostart, ostride):
     """out(ostart + r * ostride + c) += sum_{n < samples} sum_{q < length}
                                         xs(xstarts(r) + n * xstride + q) * grads(gstart + n * gstride + q * gstep + c)
 
-    for r < 6 windows of xs (six taps) and c < 2 L output channels (L = 16 lanes of float32, 8 of
-    float64): the weight gradient's tile, held in 12 512-bit registers over every sample and position.
+    for r < 12 windows of xs (twelve taps) and c < 2 L output channels (L = 16 lanes of float32, 8 of
+    float64): the weight gradient's tile, held in 24 512-bit registers over every sample and position.
     A step broadcasts one input value per tap, loads two vectors of grad_output (channels contiguous)
-    and issues 12 fused multiply-adds."""
+    and issues 24 fused multiply-adds."""
     arrays = (grads, xs, xstarts, out)
     if not all(isinstance(x, types.Array) for x in arrays) or xstarts.dtype != types.int64:
         return None
@@ -304,9 +302,9 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
 
     (j = g * C_out/groups + 2L b + c: grads is grad_output on the planes' flat positions q, in blocks
     of 2L channels, each block contiguous over q, zero in the thrown-away columns and the padding
-    channels), tiled for registers: 6 taps x 2L output channels at a time (taps6x32), over every sample
+    channels), tiled for registers: 12 taps x 2L output channels at a time (taps12x32), over every sample
     and a run of `run` positions per call. A task is one group, one block of channels and `tchunk`
-    blocks of six taps. Blocks past the last tap repeat it (computed, not written). Returns whether
+    blocks of twelve taps. Blocks past the last tap repeat it (computed, not written). Returns whether
     every sum is finite.
     """
     batch, blocks, length, columns = grads.shape
@@ -335,7 +333,7 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
                 src = xs.reshape(-1)[n0 * xs.shape[1] + q0 :]
                 at = n0 * blocks * length * columns + block + q0 * columns
                 for tb in range(nt):
-                    taps6x32(flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1], samples, span, sums.reshape(-1), tb * TILE_ROWS * columns, columns)
+                    taps12x32(flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1], samples, span, sums.reshape(-1), tb * TILE_ROWS * columns, columns)
         for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)
             dst = grad_taps[g * group_out + jb * columns + c]
             for i in range(min(nt * TILE_ROWS, count - tb0 * TILE_ROWS)):
@@ -369,9 +367,10 @@ def _channel_blocks(grad_out, groups, plane_w, grads):
 # ------------------------------------------------------------------------------------------- drivers
 
 
-def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups, bias, out, plane_w, work):
+def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, group_size, groups, bias, out, plane_w, work):
     """out = the phase-plane convolution of xs through _conv2d_tiles, with T >= 1 taps at `offsets`
-    (sorted) and taps(j, t) = weights.flat[channel_base(j) + tap_index(t)]."""
+    (sorted), taps_per_channel of them reading each input channel's planes, and taps(j, t) =
+    weights.flat[channel_base(j) + tap_index(t)]."""
     out_channels, count = channel_base.size, tap_index.size
     group_out = out_channels // groups
     blocks = -(-group_out // TILE_ROWS)
@@ -385,7 +384,10 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     # at least TILE_TASKS tasks (the row blocks split further when there are few groups and chunks)
     split = -(-TILE_TASKS // (groups * -(-blocks // chunk)))
     rows = min(rows, max(1, -(-out_h // split)))
-    _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk)
+    # a run's inputs stay in L1: about 28 input channels (all the taps of a 3x3 kernel on each), so
+    # runs of 1x1 taps are short
+    run = min(TILE_TAPS, max(TILE_COLUMNS, taps_per_channel * 28))
+    _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk, run)
 
 
 WEIGHT_RUN = 256  # positions (of one sample or several) per rows6x32 call of _conv2d_weight_tiles

@@ -35,11 +35,11 @@ from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 # 3. _conv2d_pixels, for small output planes (where the loops of 2. would be short), gathers each
 #    pixel's inputs from the same planes once and takes dot products with the taps, four pixels and two
 #    output channels at a time, the sums held in registers.
-# 4. _conv2d_tiles (float32) computes the sum of 2. tile by tile: 6 output channels x 32 consecutive q
-#    held in registers over every tap (the tile6x32 intrinsic, nbops/cpu/_tile.py) and stored once.
+# 4. _conv2d_tiles (float32) computes the sum of 2. tile by tile: 12 output channels x 32 consecutive q
+#    held in registers over every tap (the tile12x32 intrinsic, nbops/cpu/_tile.py) and stored once.
 #    2. and 3. stay for float64 and are the reference the tiles are tested against (with torch).
 #    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes)
-#    with 6 taps x 2L output channels in registers over the output positions.
+#    with 12 taps x 2L output channels in registers over the output positions.
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -418,8 +418,8 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     offsets = offsets[order]
     count = order.size
     work = _conv_work(out.size, count)
-    if TILED and out.dtype == np.float32 and count:  # (tile6x32 needs a tap)
-        _run_tiles(xs, w, np.arange(out_channels, dtype=np.int64) * count, order, offsets, group_size, groups, b, out, plane_w, work)
+    if TILED and out.dtype == np.float32 and count:  # (tile12x32 needs a tap)
+        _run_tiles(xs, w, np.arange(out_channels, dtype=np.int64) * count, order, offsets, w.shape[2] * w.shape[3], group_size, groups, b, out, plane_w, work)
         return
     taps = contiguous(w.reshape(out_channels, -1)[:, order])
     rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop of _conv2d_planes
@@ -507,7 +507,7 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
         work = _conv_work(result.size, offsets.size)
         if tiled and offsets.size:
             order = np.argsort(offsets, kind="stable")
-            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], group_size, groups, bias, result, plane_w, work)
+            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], offsets.size // group_in, group_size, groups, bias, result, plane_w, work)
         elif tiled:  # no tap reaches this phase: the bias
             result[...] = bias.reshape(1, -1, 1, 1)
         else:
