@@ -103,7 +103,7 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
     return signature, codegen
 
 
-TILE_TARGET = 512  # output positions (q) per task of _conv2d_tiles: 16 tiles reuse one block of input
+TILE_TARGET = 4096  # output positions (q) per task of _conv2d_tiles at most (more tiles per weight load)
 TILE_WEIGHT_BYTES = 256 * 1024  # packed weights of the channel blocks of one task (kept hot in L2)
 TILE_TASKS = 8  # _conv2d_tiles makes at least this many tasks where the output rows allow
 TILE_TAPS = 256  # taps per run of tile12x32 (fewer where each tap reads another input channel: see _run_tiles)
@@ -117,13 +117,13 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
 
     tiled for registers. The output channels of each group are padded to blocks of twelve; packed(b, 12*t + r)
     = taps(6*b' + r, t) for block b = g * blocks + b' (0 in the padding), packed_bias likewise.
-    A task is one group, `chunk` of its channel blocks (their packed weights stay in L2 while the task
-    runs) and `rows` output rows, i.e. the flat positions q = h*Wq + w of those rows rounded up to tiles
-    of 32 (the extra positions read the planes' slack and are thrown away with the columns w >= W_out).
-    Its loops, outermost first: each sample; each run of `run` taps (their inputs and weights stay in
-    L1); each tile of 32 positions; each block of the chunk: one tile12x32 call, which sums the run of taps
-    in registers and adds them to the task's buffer (which starts at the bias). The buffer's columns
-    w < W_out are then copied to out.
+    A task is one sample, one group, `chunk` of its channel blocks (their packed weights stay in L2
+    while the task runs) and `rows` output rows, i.e. the flat positions q = h*Wq + w of those rows
+    rounded up to tiles of 32 (the extra positions read the planes' slack and are thrown away with the
+    columns w >= W_out). Its loops, outermost first: each run of `run` taps (their inputs and weights
+    stay in L1); each tile of 32 positions; each block of the chunk: one tile12x32 call, which sums the
+    run of taps in registers and adds them to the task's buffer (which starts at the bias). The
+    buffer's columns w < W_out are then copied to out.
     """
     batch, out_channels, out_h, out_w = out.shape
     group_out = out_channels // groups
@@ -131,8 +131,9 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
     chunks = (blocks + chunk - 1) // chunk
     ntaps = offsets.size
     row_blocks = (out_h + rows - 1) // rows
-    for task in prange(groups * chunks * row_blocks):
-        g, c, row_block = unravel3(task, chunks, row_blocks)
+    for task in prange(batch * groups * chunks * row_blocks):
+        n = task // (groups * chunks * row_blocks)
+        g, c, row_block = unravel3(task - n * groups * chunks * row_blocks, chunks, row_blocks)
         h0 = row_block * rows
         h1 = min(out_h, h0 + rows)
         b0 = c * chunk
@@ -142,24 +143,23 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
         sums = np.empty(((b1 - b0) * TILE_ROWS, width), dtype=np.float32)
         flat = sums.reshape(-1)
         start = g * group_size + h0 * plane_w
-        for n in range(batch):
-            src = xs[n]
-            for r in range(sums.shape[0]):
-                sums[r, :] = packed_bias[(g * blocks + b0) * TILE_ROWS + r]
-            for t0 in range(0, ntaps, run):
-                t1 = min(ntaps, t0 + run)
-                taps = offsets[t0:t1]
-                for tile in range(tiles):
-                    q = tile * TILE_COLUMNS
-                    for b in range(b0, b1):
-                        weights = packed[g * blocks + b, t0 * TILE_ROWS :]
-                        tile12x32(src, start + q, taps, t1 - t0, weights, 0, flat, (b - b0) * TILE_ROWS * width + q, width)
-            for j in range(b0 * TILE_ROWS, min(group_out, b1 * TILE_ROWS)):
-                for h in range(h0, h1):
-                    row = sums[j - b0 * TILE_ROWS, (h - h0) * plane_w :]
-                    dst = out[n, g * group_out + j, h]
-                    for w in range(out_w):
-                        dst[w] = row[w]
+        src = xs[n]
+        for r in range(sums.shape[0]):
+            sums[r, :] = packed_bias[(g * blocks + b0) * TILE_ROWS + r]
+        for t0 in range(0, ntaps, run):
+            t1 = min(ntaps, t0 + run)
+            taps = offsets[t0:t1]
+            for tile in range(tiles):
+                q = tile * TILE_COLUMNS
+                for b in range(b0, b1):
+                    weights = packed[g * blocks + b, t0 * TILE_ROWS :]
+                    tile12x32(src, start + q, taps, t1 - t0, weights, 0, flat, (b - b0) * TILE_ROWS * width + q, width)
+        for j in range(b0 * TILE_ROWS, min(group_out, b1 * TILE_ROWS)):
+            for h in range(h0, h1):
+                row = sums[j - b0 * TILE_ROWS, (h - h0) * plane_w :]
+                dst = out[n, g * group_out + j, h]
+                for w in range(out_w):
+                    dst[w] = row[w]
 
 
 @parallel_kernel(cache=True)
@@ -381,8 +381,9 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
     out_h = out.shape[2]
     rows = max(1, -(-TILE_TARGET // plane_w))
-    # at least TILE_TASKS tasks (the row blocks split further when there are few groups and chunks)
-    split = -(-TILE_TASKS // (groups * -(-blocks // chunk)))
+    # at least TILE_TASKS tasks (the row blocks split further when there are few samples, groups and
+    # chunks)
+    split = -(-TILE_TASKS // (out.shape[0] * groups * -(-blocks // chunk)))
     rows = min(rows, max(1, -(-out_h // split)))
     # a run's inputs stay in L1: about 28 input channels (all the taps of a 3x3 kernel on each), so
     # runs of 1x1 taps are short
