@@ -23,19 +23,25 @@ SPAN = 512  # flat positions per task when rows are short (statistics)
 GROUP = 16  # samples summed in the input's dtype before a float64 accumulation (statistics, short rows)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
 def _partial_sums(x, centre, squares):
-    """partial(i, j) = sum_l (x(i, j, l) - centre(j))^p, p = 2 if squares else 1: a task per (i, j) row."""
+    """partial(i, j) = sum_l (x(i, j, l) - centre(j))^p, p = 2 if squares else 1: a task per (i, j) row,
+    summed in the data's dtype in vector lanes (reassoc); the caller adds the rows up in float64."""
     batch, channels, length = x.shape
     partial = np.empty((batch, channels))
     for task in prange(batch * channels):
         i = task // channels
         j = task % channels
-        mu = centre[j]
-        total = 0.0
-        for l in range(length):
-            d = x[i, j, l] - mu
-            total += d * d if squares else d
+        mu = x.dtype.type(centre[j])
+        total = x.dtype.type(0.0)
+        row = x[i, j]
+        if squares:
+            for l in range(length):
+                d = row[l] - mu
+                total += d * d
+        else:
+            for l in range(length):
+                total += row[l]
         partial[i, j] = total
     return partial
 
@@ -202,7 +208,7 @@ def _batch_norm_apply(x, mean, var, weight, bias, eps, out):
                     dst[e] = src[e] * scale_flat[e] + shift_flat[e]
 
 
-@parallel_kernel(cache=True)
+@parallel_kernel(cache=True, fastmath={"reassoc"})
 def _batch_norm_backward(x, grad_out, mean, invstd, weight, batch_stats, grad_in, grad_weight, grad_bias):
     """The gradients of y(i, j, l) = xhat(i, j, l) * gamma(C_j) + beta(C_j), xhat = (x - mean(C_j)) * invstd(C_j),
     invstd = 1 / sqrt(var + eps), over M = N * L values per channel:
@@ -214,33 +220,41 @@ def _batch_norm_backward(x, grad_out, mean, invstd, weight, batch_stats, grad_in
 
     with the batch statistics (training: mean and var depend on the input); with fixed statistics
     (evaluation: the running ones, batch_stats False) the bracket is grad_output alone. gamma is 1
-    where weight is empty. A task per channel; sums in float64.
+    where weight is empty. A task per channel; each row's sums in the data's dtype, in vector
+    lanes (reassoc), added up in float64.
     """
     batch, channels, length = x.shape
     count = batch * length
+    zero = x.dtype.type(0.0)
     for j in prange(channels):
         mu = mean[j]
         inv = invstd[j]
         sum_dy = 0.0
         sum_dy_xc = 0.0
-        for i in range(batch):
+        centre = x.dtype.type(mu)
+        for i in range(batch):  # (a row's sums in the data's dtype, in vector lanes; the rows' in float64)
             src = x[i, j]
             dy = grad_out[i, j]
+            row_dy = zero
+            row_dy_xc = zero
             for l in range(length):
-                sum_dy += dy[l]
-                sum_dy_xc += dy[l] * (src[l] - mu)
+                row_dy += dy[l]
+                row_dy_xc += dy[l] * (src[l] - centre)
+            sum_dy += row_dy
+            sum_dy_xc += row_dy_xc
         grad_bias[j] = sum_dy
         grad_weight[j] = sum_dy_xc * inv
         k = (np.float64(weight[j]) if weight.size else 1.0) * inv
-        if batch_stats:
-            a = sum_dy / count
-            b = sum_dy_xc * inv * inv / count  # grad_weight / M, times invstd for xhat
+        if batch_stats:  # (per element in the data's dtype, so that the loop vectorises)
+            a = x.dtype.type(sum_dy / count)
+            b = x.dtype.type(sum_dy_xc * inv * inv / count)  # grad_weight / M, times invstd for xhat
+            kk = x.dtype.type(k)
             for i in range(batch):
                 src = x[i, j]
                 dy = grad_out[i, j]
                 dst = grad_in[i, j]
                 for l in range(length):
-                    dst[l] = k * (dy[l] - a - (src[l] - mu) * b)
+                    dst[l] = kk * (dy[l] - a - (src[l] - centre) * b)
         else:
             scale = grad_out.dtype.type(k)
             for i in range(batch):
