@@ -553,6 +553,14 @@ def _bias_grad(grad4: np.ndarray) -> np.ndarray:
     return sums.astype(grad4.dtype)
 
 
+def _turned(w, groups):
+    """The weight of conv2d's stride-1 input gradient: each kernel turned round, input and output
+    channels swapped in each group, (C_in, C_out / groups, kH, kW)."""
+    out_channels, group_in, kh, kw = w.shape
+    turned = w.reshape(groups, out_channels // groups, group_in, kh, kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    return contiguous(turned).reshape(groups * group_in, out_channels // groups, kh, kw)
+
+
 def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, groups, needs=(True, True, True)):
     """(grad_input, grad_weight, grad_bias) of conv2d, each only where `needs` says so (None otherwise);
     grad_output (N, C_out, H_out, W_out), the other arguments run_conv2d's.
@@ -576,12 +584,16 @@ def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, g
             # stride 1: a plain correlation of grad_output, padded by extent - padding, with the kernel
             # turned round and input and output channels swapped in each group
             grad_input = np.empty(x4.shape, dtype=x4.dtype)
-            group_out, group_in = w.shape[0] // groups, w.shape[1]
-            turned = w.reshape(groups, group_out, group_in, kh, kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-            turned = contiguous(turned).reshape(in_channels, group_out, kh, kw)
             pads = (extent[0] - before[0], extent[1] - before[1])
             around = (out_h + 2 * extent[0] - before[0] - after[0], out_w + 2 * extent[1] - before[1] - after[1])
-            _conv2d_fast(gy, turned, zeros, grad_input, (1, 1), pads, around, dilations, groups)
+            _conv2d_fast(gy, _turned(w, groups), zeros, grad_input, (1, 1), pads, around, dilations, groups)
+        elif _pointwise(x4, w.shape, strides, before, (out_h, out_w)) is not None:
+            # a 1x1 kernel with a stride: the input positions it read get the stride-1 gradient (a 1x1
+            # convolution of grad_output), the others none
+            grad_input = np.zeros(x4.shape, dtype=x4.dtype)
+            read = np.empty((batch, in_channels, out_h, out_w), dtype=x4.dtype)
+            _conv2d_fast(gy, _turned(w, groups), zeros, read, (1, 1), (0, 0), (out_h, out_w), dilations, groups)
+            grad_input[:, :, : (out_h - 1) * strides[0] + 1 : strides[0], : (out_w - 1) * strides[1] + 1 : strides[1]] = read
         else:  # the transposed convolution over the padded input, cropped to the input
             reach = ((out_h - 1) * strides[0] + extent[0] + 1, (out_w - 1) * strides[1] + extent[1] + 1)
             full = np.zeros((batch, in_channels) + padded, dtype=x4.dtype)  # rows past the last window get 0
