@@ -597,9 +597,7 @@ def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, g
         else:  # the transposed convolution over the padded input, cropped to the input
             reach = ((out_h - 1) * strides[0] + extent[0] + 1, (out_w - 1) * strides[1] + extent[1] + 1)
             full = np.zeros((batch, in_channels) + padded, dtype=x4.dtype)  # rows past the last window get 0
-            spread = np.empty((batch, in_channels) + reach, dtype=x4.dtype)
-            _conv_transpose2d_fast(gy, w, zeros, spread, strides, (0, 0), dilations, groups)
-            full[:, :, : reach[0], : reach[1]] = spread
+            _conv_transpose2d_fast(gy, w, zeros, full[:, :, : reach[0], : reach[1]], strides, (0, 0), dilations, groups)
             grad_input = contiguous(full[:, :, before[0] : before[0] + height, before[1] : before[1] + width])
     if needs[1]:
         grad_weight = _weight_grad(x4, gy, w.shape, out_h, strides, before, padded, dilations, groups)
