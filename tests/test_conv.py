@@ -28,8 +28,8 @@ CONV_CASES = [
 
 @contextlib.contextmanager
 def conv_path(path):
-    """Run conv2d through one of its kernels whatever the plane size: 'tiles' (float32 only: float64 then
-    takes 'pixels'), 'planes' or 'pixels'."""
+    """Run conv2d through one of its kernels whatever the plane size: 'tiles' (the register tiles, both
+    dtypes), 'planes' or 'pixels' (the plain loops)."""
     saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED
     cpu_conv.TILED = path == "tiles"
     cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
@@ -157,7 +157,11 @@ def test_conv_does_not_modify_inputs():
     assert all(torch.equal(a, c) for a, c in zip((x, w, b), copies))
 
 
-@pytest.mark.parametrize("path", PATHS)
+# the plain loops in float64, the register tiles in both dtypes
+PROPERTY_PATHS = [("planes", torch.float64), ("pixels", torch.float64), ("tiles", torch.float32), ("tiles", torch.float64)]
+
+
+@pytest.mark.parametrize("path,dtype", PROPERTY_PATHS)
 @given(
     n=st.integers(0, 2),
     groups=st.integers(1, 3),
@@ -176,8 +180,7 @@ def test_conv_does_not_modify_inputs():
     bias=st.booleans(),
     same=st.booleans(),
 )
-def test_conv2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
-    dtype = torch.float32 if path == "tiles" else torch.float64  # (the tiles are float32's)
+def test_conv2d_property(path, dtype, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias, same):
     x = randn((n, groups * cin_per, h, w), dtype, seed=h + w)
     weight = randn((groups * cout_per, cin_per, kh, kw), dtype, seed=kh)
     b = randn((groups * cout_per,), dtype, seed=3) if bias else None
@@ -195,7 +198,7 @@ def test_conv2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, s
         assert_same(nbops.conv2d(x, weight, *args), expected, SUM_TOL[dtype])
 
 
-@pytest.mark.parametrize("path", ["planes", "tiles"])
+@pytest.mark.parametrize("path,dtype", [p for p in PROPERTY_PATHS if p[0] != "pixels"])
 @given(
     n=st.integers(0, 2),
     groups=st.integers(1, 3),
@@ -215,8 +218,7 @@ def test_conv2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, s
     opw=st.integers(0, 2),
     bias=st.booleans(),
 )
-def test_conv_transpose2d_property(path, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
-    dtype = torch.float32 if path == "tiles" else torch.float64  # (the tiles are float32's)
+def test_conv_transpose2d_property(path, dtype, n, groups, cin_per, cout_per, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, bias):
     x = randn((n, groups * cin_per, h, w), dtype, seed=h + w)
     weight = randn((groups * cin_per, cout_per, kh, kw), dtype, seed=kw)
     b = randn((groups * cout_per,), dtype, seed=3) if bias else None

@@ -1,26 +1,27 @@
-"""The convolutions' register tiles (nbops/cpu/conv.py, step 4 at the top). conv2d's float32 path: a
-tile over phase planes, 12 output channels x 32 output positions, summed over a run of taps in registers
-and added to the output once (tile12x32), the kernel that runs it over a whole convolution
-(_conv2d_tiles) and its weight packing (_pack_taps). The weight gradient's path, float32 and float64, at
+"""The convolutions' register tiles (nbops/cpu/conv.py, step 4 at the top). conv2d's path: a tile over
+phase planes, 12 output channels x 2L output positions (L = 16 lanes of float32, 8 of float64), summed
+over a run of taps in registers and added to the output once (tile12x32), the kernel that runs it over
+a whole convolution (_conv2d_tiles) and its weight packing (_pack_taps). The weight gradient's path at
 the end of the file: 12 taps x 2L output channels summed over the output positions (taps12x32,
 _conv2d_weight_tiles, _channel_blocks).
 
     out(ostart + r * ostride + c) += sum_{t < ntaps} weights(wstart + 12 * t + r) * src(start + offsets(t) + c)
 
-for r < 12 and c < 32 (float32). In conv2d's terms (nbops/cpu/conv.py): r an output channel of a block of
-twelve, c one of 32 consecutive positions q = h * Wq + w of an output plane, t a tap (k, m, l), offsets(t)
-its place in the input's phase planes, weights the block's taps packed tap-major (twelve values per tap).
+for r < 12 and c < 2L. In conv2d's terms (nbops/cpu/conv.py): r an output channel of a block of twelve,
+c one of 2L consecutive positions q = h * Wq + w of an output plane, t a tap (k, m, l), offsets(t) its
+place in the input's phase planes, weights the block's taps packed tap-major (twelve values per tap).
 The caller runs the taps in blocks (so that their inputs and weights stay in L1) and starts the output
 at the bias.
 
-The 12 x 32 sums live in 24 <16 x float> registers for the whole loop over the taps (AVX-512 has 32); a
-tap step loads two 16-float vectors of input, broadcasts twelve weights, and issues 24 fused
-multiply-adds (llvm.fma.v16f32), so each input value loaded feeds twelve channels and each sum is read
-and written once per run of taps. (With 6 x 32, 12 registers, the loop ran at 50-65% of one core's
-sgemm speed in L1, its two unaligned input loads weighing on only 12 FMAs; with 12 x 32 at 75-115%.) Numba cannot keep such a tile in registers by itself (a small local array is heap
-memory, and its SLP vectoriser is off), hence an intrinsic that writes the loop in LLVM IR. ntaps must
-be at least 1. The plain loops of the same sum, _conv2d_planes and _conv2d_pixels in conv.py, run
-float64 and are what the tests also run float32 through (with torch as the reference).
+The 12 x 2L sums live in 24 512-bit registers for the whole loop over the taps (AVX-512 has 32); a
+tap step loads two vectors of input, broadcasts twelve weights, and issues 24 fused multiply-adds
+(llvm.fma.v16f32 or v8f64), so each input value loaded feeds twelve channels and each sum is read and
+written once per run of taps. (With 6 x 32, 12 registers, the loop ran at 50-65% of one core's sgemm
+speed in L1, its two unaligned input loads weighing on only 12 FMAs; with 12 x 32 at 75-115%.) Numba
+cannot keep such a tile in registers by itself (a small local array is heap memory, and its SLP
+vectoriser is off), hence an intrinsic that writes the loop in LLVM IR. ntaps must be at least 1. The
+plain loops of the same sum, _conv2d_planes and _conv2d_pixels in conv.py, are what the tests also run
+both dtypes through (with torch as the reference).
 """
 
 import numpy as np
@@ -34,8 +35,7 @@ from .._arrays import contiguous
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 12  # output channels per tile
-TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32
-_LANES = 16
+TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32 (of 8 float64: 16 positions)
 
 
 @intrinsic
@@ -43,7 +43,7 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
     arrays = (src, offsets, weights, out)
     if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
         return None
-    if not all(a.dtype == types.float32 for a in (src, weights, out)):
+    if src.dtype not in (types.float32, types.float64) or weights.dtype != src.dtype or out.dtype != src.dtype:
         return None
     signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
 
@@ -53,10 +53,12 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
         src_p, offsets_p, weights_p, out_p = (data[i] for i in (0, 2, 4, 6))
         start, ntaps, wstart, ostart, ostride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7, 8))
         i32, i64 = ir.IntType(32), ir.IntType(64)
-        vector = ir.VectorType(ir.FloatType(), _LANES)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+        single = kinds[0].dtype == types.float32
+        lanes, size = (16, 4) if single else (8, 8)
+        vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), lanes)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}{'f32' if single else 'f64'}")
         undefined = ir.Constant(vector, ir.Undefined)
-        lane0 = ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES)
+        lane0 = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
         def const(value):
             return ir.Constant(i64, value)
@@ -65,7 +67,7 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
             value = builder.load(builder.gep(pointer, [index]))
             return builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, lane0)
 
-        def vector_at(pointer, index):  # 16 floats from pointer + index (no alignment assumed)
+        def vector_at(pointer, index):  # one vector from pointer + index (no alignment assumed)
             return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
 
         entry = builder.basic_block
@@ -78,9 +80,9 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
         sums = [[builder.phi(vector) for _ in range(2)] for _ in range(TILE_ROWS)]
         for row in sums:
             for value in row:
-                value.add_incoming(ir.Constant(vector, [0.0] * _LANES), entry)
+                value.add_incoming(ir.Constant(vector, [0.0] * lanes), entry)
         base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
-        inputs = [builder.load(vector_at(src_p, builder.add(base, const(_LANES * c))), align=4) for c in range(2)]
+        inputs = [builder.load(vector_at(src_p, builder.add(base, const(lanes * c))), align=size) for c in range(2)]
         weight_base = builder.add(wstart, builder.mul(t, const(TILE_ROWS)))
         updated = []
         for r in range(TILE_ROWS):
@@ -96,8 +98,8 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
         for r in range(TILE_ROWS):
             row = builder.add(ostart, builder.mul(ostride, const(r)))
             for c in range(2):
-                pointer = vector_at(out_p, builder.add(row, const(_LANES * c)))
-                builder.store(builder.fadd(builder.load(pointer, align=4), updated[r][c]), pointer, align=4)
+                pointer = vector_at(out_p, builder.add(row, const(lanes * c)))
+                builder.store(builder.fadd(builder.load(pointer, align=size), updated[r][c]), pointer, align=size)
         return context.get_dummy_value()
 
     return signature, codegen
@@ -111,7 +113,7 @@ TILE_TAPS = 256  # taps per run of tile12x32 (fewer where each tap reads another
 
 @parallel_kernel(cache=True)
 def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk, run):
-    """conv2d in float32, the formula of conv.py's _conv2d_planes:
+    """conv2d (float32 or float64), the formula of conv.py's _conv2d_planes:
 
         out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
 
@@ -131,6 +133,7 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
     chunks = (blocks + chunk - 1) // chunk
     ntaps = offsets.size
     row_blocks = (out_h + rows - 1) // rows
+    columns = 128 // out.itemsize  # positions per tile: two 512-bit vectors
     for task in prange(batch * groups * chunks * row_blocks):
         n = task // (groups * chunks * row_blocks)
         g, c, row_block = unravel3(task - n * groups * chunks * row_blocks, chunks, row_blocks)
@@ -138,9 +141,9 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
         h1 = min(out_h, h0 + rows)
         b0 = c * chunk
         b1 = min(blocks, b0 + chunk)
-        tiles = ((h1 - h0) * plane_w + TILE_COLUMNS - 1) // TILE_COLUMNS
-        width = tiles * TILE_COLUMNS
-        sums = np.empty(((b1 - b0) * TILE_ROWS, width), dtype=np.float32)
+        tiles = ((h1 - h0) * plane_w + columns - 1) // columns
+        width = tiles * columns
+        sums = np.empty(((b1 - b0) * TILE_ROWS, width), dtype=out.dtype)
         flat = sums.reshape(-1)
         start = g * group_size + h0 * plane_w
         src = xs[n]
@@ -150,7 +153,7 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
             t1 = min(ntaps, t0 + run)
             taps = offsets[t0:t1]
             for tile in range(tiles):
-                q = tile * TILE_COLUMNS
+                q = tile * columns
                 for b in range(b0, b1):
                     weights = packed[g * blocks + b, t0 * TILE_ROWS :]
                     tile12x32(src, start + q, taps, t1 - t0, weights, 0, flat, (b - b0) * TILE_ROWS * width + q, width)
@@ -374,9 +377,9 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     out_channels, count = channel_base.size, tap_index.size
     group_out = out_channels // groups
     blocks = -(-group_out // TILE_ROWS)
-    packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=np.float32)
+    packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=out.dtype)
     _pack_taps(contiguous(weights).reshape(-1), channel_base, tap_index, groups, packed)
-    packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=np.float32)
+    packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=out.dtype)
     packed_bias[:, :group_out] = bias.reshape(groups, group_out)
     chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
     out_h = out.shape[2]

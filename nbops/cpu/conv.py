@@ -35,9 +35,9 @@ from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 # 3. _conv2d_pixels, for small output planes (where the loops of 2. would be short), gathers each
 #    pixel's inputs from the same planes once and takes dot products with the taps, four pixels and two
 #    output channels at a time, the sums held in registers.
-# 4. _conv2d_tiles (float32) computes the sum of 2. tile by tile: 12 output channels x 32 consecutive q
+# 4. _conv2d_tiles computes the sum of 2. tile by tile: 12 output channels x 32 consecutive q (16 in float64)
 #    held in registers over every tap (the tile12x32 intrinsic, nbops/cpu/_tile.py) and stored once.
-#    2. and 3. stay for float64 and are the reference the tiles are tested against (with torch).
+#    2. and 3. stay as the reference the tiles are tested against (with torch), in both dtypes.
 #    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes)
 #    with 12 taps x 2L output channels in registers over the output positions.
 # ---------------------------------------------------------------------------------------------------
@@ -404,8 +404,8 @@ def _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w) -> np.ndarr
 
 def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     """Run conv2d through the phase planes (see the top of this file): lay out the input, list each tap's
-    offset in its group's planes, and pick the kernel: register tiles for float32, else by the size of
-    an output plane."""
+    offset in its group's planes, and pick the kernel: register tiles (TILED), else by the size of an
+    output plane."""
     out_channels = w.shape[0]
     out_h = out.shape[2]
     pointwise = _pointwise(x4, w.shape, strides, before, out.shape[2:])
@@ -418,7 +418,7 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     offsets = offsets[order]
     count = order.size
     work = _conv_work(out.size, count)
-    if TILED and out.dtype == np.float32 and count:  # (tile12x32 needs a tap)
+    if TILED and count:  # (tile12x32 needs a tap)
         _run_tiles(xs, w, np.arange(out_channels, dtype=np.int64) * count, order, offsets, w.shape[2] * w.shape[3], group_size, groups, b, out, plane_w, work)
         return
     taps = contiguous(w.reshape(out_channels, -1)[:, order])
@@ -429,8 +429,8 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
         _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, contiguous(b), out, plane_w, rows)
 
 
-# float32 convolutions go through _conv2d_tiles (False: through _conv2d_planes / _conv2d_pixels, as
-# float64 does; the tests run both)
+# convolutions go through the register tiles (False: through _conv2d_planes / _conv2d_pixels and
+# _conv2d_weight_grad, the plain loops; the tests run both)
 TILED = True
 
 
@@ -479,7 +479,7 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     group_size = group_in * plane
     # taps(g * C_out/groups + j', (k, m, l)) = weight(g * C_in/groups + k, j', m, l): its place in the
     # flat weights is channel_base(j) + tap_index(k, m, l)
-    tiled = TILED and out.dtype == np.float32
+    tiled = TILED
     j = np.arange(out_channels)
     channel_base = ((j // group_out) * group_in * group_out + j % group_out) * kh * kw
     phases = []
