@@ -528,13 +528,7 @@ def test_conv2d_gradient_property(path, dtype, n, groups, cin_per, cout_per, h, 
     args = (stride, padding, (dh, dw), groups)
     if not _valid(F.conv2d, randn((1,) + x.shape[1:], dtype), weight, b, *args):
         return
-    with conv_path(path):
-        compare_grads(
-            lambda x, weight, b: nbops.conv2d(x, weight, b, *args),
-            lambda x, weight, b: F.conv2d(x, weight, b, *args),
-            [requiring(x), requiring(weight), requiring(b) if bias else None],
-            SUM_TOL[dtype],
-        )
+    _compare_conv_grads(path, dtype, nbops.conv2d, F.conv2d, x, weight, b, args)
 
 
 @pytest.mark.parametrize("path,dtype", GRADIENT_PATHS)
@@ -553,11 +547,16 @@ def test_conv_transpose2d_gradient_property(path, dtype, n, groups, cin_per, cou
         return
     if min(F.conv_transpose2d(randn((1,) + x.shape[1:], dtype), weight, b, *args).shape[2:]) <= 0:
         return  # (torch's float32 path returns an empty output where its float64 path and nbops raise)
+    _compare_conv_grads(path, dtype, nbops.conv_transpose2d, F.conv_transpose2d, x, weight, b, args)
+
+
+def _compare_conv_grads(path, dtype, ours, theirs, x, weight, b, args):
+    """compare_grads of a convolution with the extra arguments args, through one kernel path."""
     with conv_path(path):
         compare_grads(
-            lambda x, weight, b: nbops.conv_transpose2d(x, weight, b, *args),
-            lambda x, weight, b: F.conv_transpose2d(x, weight, b, *args),
-            [requiring(x), requiring(weight), requiring(b) if bias else None],
+            lambda x, weight, b: ours(x, weight, b, *args),
+            lambda x, weight, b: theirs(x, weight, b, *args),
+            [requiring(x), requiring(weight), requiring(b) if b is not None else None],
             SUM_TOL[dtype],
         )
 

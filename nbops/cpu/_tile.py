@@ -240,11 +240,14 @@ def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, sa
         work = builder.and_(builder.icmp_signed(">", samples, const(0)), builder.icmp_signed(">", length, const(0)))
         builder.cbranch(work, sample, done)
 
-        def tile_phis(first, block):
-            phis = [[builder.phi(vector) for _ in range(2)] for _ in range(TILE_ROWS)]
+        def incoming(phis, values, block):  # the tile's values arriving from block
             for r in range(TILE_ROWS):
                 for c in range(2):
-                    phis[r][c].add_incoming(first[r][c], block)
+                    phis[r][c].add_incoming(values[r][c], block)
+
+        def tile_phis(first, block):
+            phis = [[builder.phi(vector) for _ in range(2)] for _ in range(TILE_ROWS)]
+            incoming(phis, first, block)
             return phis
 
         builder.position_at_end(sample)  # each sample n
@@ -269,24 +272,18 @@ def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, sa
         q_next = builder.add(q, const(1))
         q.add_incoming(q_next, loop)
         g_at.add_incoming(builder.add(g_at, gstep), loop)
-        for r in range(TILE_ROWS):
-            for c in range(2):
-                sums[r][c].add_incoming(updated[r][c], loop)
+        incoming(sums, updated, loop)
         builder.cbranch(builder.icmp_signed("<", q_next, length), loop, latch)
         builder.position_at_end(latch)
         n_next = builder.add(n, const(1))
         n.add_incoming(n_next, latch)
         g_base.add_incoming(builder.add(g_base, gstride), latch)
         x_base.add_incoming(builder.add(x_base, xstride), latch)
-        for r in range(TILE_ROWS):
-            for c in range(2):
-                outer[r][c].add_incoming(updated[r][c], latch)
+        incoming(outer, updated, latch)
         builder.cbranch(builder.icmp_signed("<", n_next, samples), sample, done)
         builder.position_at_end(done)
         totals = tile_phis([[zero] * 2 for _ in range(TILE_ROWS)], entry)
-        for r in range(TILE_ROWS):
-            for c in range(2):
-                totals[r][c].add_incoming(updated[r][c], latch)
+        incoming(totals, updated, latch)
         for r in range(TILE_ROWS):
             row = builder.add(ostart, builder.mul(ostride, const(r)))
             for c in range(2):
