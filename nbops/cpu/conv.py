@@ -402,10 +402,21 @@ def _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w) -> np.ndarr
     return offsets.astype(np.int64)
 
 
+class _Taps:
+    """A convolution weight (C_out, C_in/groups, kH, kW) read from other weights where they lie, without
+    a copy: taps(j, t) = flat(channel_base(j) + tap_index(t)), t = (k, m, l) flattened."""
+
+    def __init__(self, flat, shape, channel_base, tap_index):
+        self.flat, self.shape, self.channel_base, self.tap_index = flat, shape, channel_base, tap_index
+
+    def dense(self):
+        return self.flat[self.channel_base[:, None] + self.tap_index[None, :]].reshape(self.shape)
+
+
 def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     """Run conv2d through the phase planes (see the top of this file): lay out the input, list each tap's
     offset in its group's planes, and pick the kernel: register tiles (TILED), else by the size of an
-    output plane."""
+    output plane. w: an array, or _Taps."""
     out_channels = w.shape[0]
     out_h = out.shape[2]
     pointwise = _pointwise(x4, w.shape, strides, before, out.shape[2:])
@@ -419,8 +430,14 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     count = order.size
     work = _conv_work(out.size, count)
     if TILED and count:  # (tile12x32 needs a tap)
-        _run_tiles(xs, w, np.arange(out_channels, dtype=np.int64) * count, order, offsets, w.shape[2] * w.shape[3], group_size, groups, b, out, plane_w, work)
+        if isinstance(w, _Taps):
+            flat, channel_base, tap_index = w.flat, w.channel_base, w.tap_index[order]
+        else:
+            flat, channel_base, tap_index = w, np.arange(out_channels, dtype=np.int64) * count, order
+        _run_tiles(xs, flat, channel_base, tap_index, offsets, w.shape[2] * w.shape[3], group_size, groups, b, out, plane_w, work)
         return
+    if isinstance(w, _Taps):
+        w = w.dense()
     taps = contiguous(w.reshape(out_channels, -1)[:, order])
     rows = max(1, -(-1024 // plane_w))  # about 1024 outputs per inner loop of _conv2d_planes
     if out_h * plane_w <= SMALL_PLANE:  # short loops for _conv2d_planes: gather and dot products instead
@@ -554,11 +571,15 @@ def _bias_grad(grad4: np.ndarray) -> np.ndarray:
 
 
 def _turned(w, groups):
-    """The weight of conv2d's stride-1 input gradient: each kernel turned round, input and output
-    channels swapped in each group, (C_in, C_out / groups, kH, kW)."""
+    """The weight of conv2d's stride-1 input gradient, as _Taps of w (no copy): each kernel turned round,
+    input and output channels swapped in each group, (C_in, C_out / groups, kH, kW)."""
     out_channels, group_in, kh, kw = w.shape
-    turned = w.reshape(groups, out_channels // groups, group_in, kh, kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-    return contiguous(turned).reshape(groups * group_in, out_channels // groups, kh, kw)
+    group_out = out_channels // groups
+    i = np.arange(groups * group_in)
+    channel_base = ((i // group_in) * group_out * group_in + i % group_in) * kh * kw
+    j, m, l = np.meshgrid(np.arange(group_out), np.arange(kh), np.arange(kw), indexing="ij")
+    tap_index = (j * group_in * kh * kw + (kh - 1 - m) * kw + (kw - 1 - l)).reshape(-1)
+    return _Taps(w.reshape(-1), (groups * group_in, group_out, kh, kw), channel_base, tap_index.astype(np.int64))
 
 
 def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, groups, needs=(True, True, True)):
