@@ -1,0 +1,113 @@
+"""nbops' torch custom operators (nbops/library.py): torch.library.opcheck on every registered op and
+its backward op, values and gradients against torch's own ops, and a whole-graph torch.compile."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.library import opcheck
+
+import nbops.library  # noqa: F401  (registers torch.ops.nbops)
+from reference import SUM_TOL, assert_same, randn
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def _leaf(shape, dtype, seed, grad=True):
+    return randn(shape, dtype, seed=seed).requires_grad_(grad)
+
+
+# (input shape, weight shape, bias, stride, padding, dilation, groups): sizes as ints or pairs
+CONV_SAMPLES = [
+    ((2, 3, 9, 10), (4, 3, 3, 3), True, 1, 1, 1, 1),
+    ((2, 4, 11, 8), (6, 2, 3, 2), False, [2, 1], [1, 0], [1, 2], 2),
+    ((3, 9, 7), (5, 3, 1, 1), True, 2, 0, 1, 1),  # unbatched
+    ((1, 2, 12, 12), (3, 2, 5, 5), True, 3, 2, 2, 1),
+]
+
+# (input shape, kernel, stride, padding, ceil_mode): stride [] means the kernel size
+POOL_SAMPLES = [
+    ((2, 3, 9, 10), 2, [], 0, False),
+    ((2, 3, 11, 8), [3, 2], [2, 1], [1, 0], True),
+    ((3, 7, 7), 3, 2, 1, False),  # unbatched
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sample", CONV_SAMPLES)
+def test_conv2d_op(sample, dtype):
+    shape, wshape, bias, stride, padding, dilation, groups = sample
+    x, w = _leaf(shape, dtype, 1), _leaf(wshape, dtype, 2)
+    b = _leaf((wshape[0],), dtype, 3) if bias else None
+    args = (x, w, b, stride, padding, dilation, groups)
+    opcheck(torch.ops.nbops.conv2d.default, args)
+    _same_values_and_gradients(torch.ops.nbops.conv2d, F.conv2d, args, dtype)
+    gy = randn(tuple(F.conv2d(*args).shape), dtype, seed=4)
+    mask = [True, True, bias]
+    opcheck(torch.ops.nbops.conv2d_backward.default, (gy, x.detach(), w.detach(), stride, padding, dilation, groups, mask))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sample", POOL_SAMPLES)
+def test_pooling_ops(sample, dtype):
+    shape, kernel, stride, padding, ceil_mode = sample
+    x = _leaf(shape, dtype, 1)
+    for count_include_pad, divisor in ((True, None), (False, None), (True, 3)):
+        args = (x, kernel, stride, padding, ceil_mode, count_include_pad, divisor)
+        opcheck(torch.ops.nbops.avg_pool2d.default, args)
+        _same_values_and_gradients(torch.ops.nbops.avg_pool2d, _torch_pool(F.avg_pool2d), args, dtype)
+    args = (x, kernel, stride, padding, 1, ceil_mode)
+    opcheck(torch.ops.nbops.max_pool2d_with_indices.default, args)
+    out, indices = torch.ops.nbops.max_pool2d_with_indices(*args)
+    expected, expected_indices = F.max_pool2d(x, kernel, stride or None, padding, 1, ceil_mode, True)
+    assert_same(out.detach(), expected.detach())
+    assert torch.equal(indices, expected_indices) and not indices.requires_grad
+    _same_values_and_gradients(torch.ops.nbops.max_pool2d, _torch_pool(F.max_pool2d), args, dtype)
+    grad = randn(tuple(out.shape), dtype, seed=5)
+    opcheck(torch.ops.nbops.max_pool2d_backward.default, (grad, x.detach(), indices, kernel, stride, padding, 1))
+    opcheck(torch.ops.nbops.avg_pool2d_backward.default, (grad, x.detach(), kernel, stride, padding, ceil_mode, True, None))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (7,), ()])
+def test_sigmoid_op(shape, dtype):
+    x = _leaf(shape, dtype, 1)
+    opcheck(torch.ops.nbops.sigmoid.default, (x,))
+    _same_values_and_gradients(torch.ops.nbops.sigmoid, torch.sigmoid, (x,), dtype)
+    out = torch.sigmoid(x).detach()
+    opcheck(torch.ops.nbops.sigmoid_backward.default, (randn(shape, dtype, seed=2), out))
+
+
+def _torch_pool(fn):
+    """torch's pooling function with the ops' empty stride meaning the kernel size."""
+    return lambda x, kernel, stride, *rest: fn(x, kernel, stride or None, *rest)
+
+
+def _same_values_and_gradients(ours, theirs, args, dtype):
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    out, expected = ours(*args), theirs(*args)
+    assert_same(out.detach(), expected.detach(), SUM_TOL[dtype])
+    grad = randn(tuple(expected.shape), dtype, seed=9)
+    mine = torch.autograd.grad(out, tensors, grad)
+    reference = torch.autograd.grad(expected, tensors, grad)
+    for a, b in zip(mine, reference):
+        assert_same(a, b, SUM_TOL[dtype])
+
+
+def test_compile_a_network_of_nbops_ops_whole():
+    """torch.compile(fullgraph=True) captures the ops (no graph break) forward and backward, with the
+    same outputs and gradients as eager nbops (aot_eager: the graph without code generation)."""
+
+    def net(x, w, b):
+        y = torch.ops.nbops.conv2d(x, w, b, 1, 1)
+        y = torch.ops.nbops.max_pool2d(y, 2)
+        y = torch.ops.nbops.sigmoid(y)
+        return torch.ops.nbops.avg_pool2d(y, 2).sum()
+
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    x, w, b = _leaf((2, 3, 16, 16), torch.float32, 1), _leaf((4, 3, 3, 3), torch.float32, 2), _leaf((4,), torch.float32, 3)
+    eager = net(x, w, b)
+    grads = torch.autograd.grad(eager, (x, w, b))
+    traced = compiled(x, w, b)
+    assert_same(traced.detach(), eager.detach(), SUM_TOL[torch.float32])
+    for mine, expected in zip(torch.autograd.grad(traced, (x, w, b)), grads):
+        assert_same(mine, expected, SUM_TOL[torch.float32])
