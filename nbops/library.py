@@ -3,9 +3,10 @@
     import nbops.library  # registers the ops (importing this module imports torch)
     y = torch.ops.nbops.conv2d(x, w, b, 1, 1)
 
-Registered so far: sigmoid, conv2d, avg_pool2d, max_pool2d and max_pool2d_with_indices (the indices
-are an int64 output, not differentiable), with their backward passes as ops of their own
-(sigmoid_backward, conv2d_backward, avg_pool2d_backward, max_pool2d_backward) so that a traced graph
+Registered so far: sigmoid, conv2d, conv_transpose2d, avg_pool2d, max_pool2d and
+max_pool2d_with_indices (the indices are an int64 output, not differentiable), with their backward
+passes as ops of their own (sigmoid_backward, conv2d_backward, conv_transpose2d_backward,
+avg_pool2d_backward, max_pool2d_backward) so that a traced graph
 (torch.compile, torch.export) holds nbops ops on the way back too. Each op has:
 - a CPU kernel: the public function (its argument checks, then the CPU backend), run without autograd;
 - a fake (meta) implementation that gives the output's shape, dtype and strides (contiguous, as the
@@ -116,14 +117,19 @@ def _(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), 
 def conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
     """(grad_input, grad_weight, grad_bias), each an empty tensor where output_mask says it is not
     needed."""
+    pads = _pair(padding)
+    return _convolution_grads(cpu_conv.run_conv2d_backward, grad_output, input, weight, output_mask,
+                              _pair(stride), pads, pads, _pair(dilation), groups)
+
+
+def _convolution_grads(run_backward, grad_output, input, weight, output_mask, *args):
+    """run_backward(grad_output, x4, w, *args, needs) on 4-D arrays (an unbatched input gets a batch of
+    one), the three gradients as tensors, empty where output_mask says not needed."""
     unbatched = input.dim() == 3
     x4, gy = _array(input), _array(grad_output)
     if unbatched:
         x4, gy = x4[None], gy[None]
-    pads = _pair(padding)
-    grads = cpu_conv.run_conv2d_backward(
-        gy, x4, _array(weight), _pair(stride), pads, pads, _pair(dilation), groups, tuple(output_mask)
-    )
+    grads = run_backward(gy, x4, _array(weight), *args, tuple(output_mask))
     if grads[0] is not None and unbatched:
         grads = (grads[0][0],) + tuple(grads[1:])
     return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
@@ -151,6 +157,60 @@ def _conv2d_grad(ctx, grad_output):
 
 
 conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
+
+
+@_op(
+    "conv_transpose2d",
+    "(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, "
+    "int[2] output_padding=0, int groups=1, int[2] dilation=1) -> Tensor",
+)
+def conv_transpose2d(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), groups=1, dilation=(1, 1)):
+    with torch.no_grad():
+        return conv.conv_transpose2d(
+            input, weight, bias, _pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation)
+        )
+
+
+@conv_transpose2d.register_fake
+def _(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), groups=1, dilation=(1, 1)):
+    args = (_pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation))
+    return _empty_like_result(torch.nn.functional.conv_transpose2d(input, weight, bias, *args))
+
+
+@_op(
+    "conv_transpose2d_backward",
+    "(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] dilation, "
+    "int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
+)
+def conv_transpose2d_backward(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    """(grad_input, grad_weight, grad_bias), each an empty tensor where output_mask says it is not
+    needed."""
+    return _convolution_grads(cpu_conv.run_conv_transpose2d_backward, grad_output, input, weight, output_mask,
+                              _pair(stride), _pair(padding), _pair(dilation), groups)
+
+
+@conv_transpose2d_backward.register_fake
+def _(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    shapes = (input.shape, weight.shape, (weight.shape[1] * groups,))
+    return tuple(input.new_empty(shape if needed else (0,)) for shape, needed in zip(shapes, output_mask))
+
+
+def _conv_transpose2d_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, _, groups, dilation = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.args = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv_transpose2d_grad(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = torch.ops.nbops.conv_transpose2d_backward(grad_output, input, weight, *ctx.args, mask)
+    grads = [g if needed else None for g, needed in zip(grads, mask)]
+    return grads[0], grads[1], grads[2], None, None, None, None, None
+
+
+conv_transpose2d.register_autograd(_conv_transpose2d_grad, setup_context=_conv_transpose2d_setup)
 
 
 # ------------------------------------------------------------------------------------------- pooling

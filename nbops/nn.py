@@ -13,9 +13,11 @@ Importing this module imports torch (and torchvision for RoIPool); `import nbops
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from . import functional as F
+from . import library  # noqa: F401  (registers torch.ops.nbops, which the modules call while traced)
 
 try:  # torchvision's RoIPool is the twin when torchvision is there
     from torchvision.ops import RoIPool as _TorchRoIPool
@@ -47,15 +49,25 @@ __all__ = [
 ]
 
 
+def _traced() -> bool:
+    """Whether torch.compile or torch.export is tracing the module: then the registered modules call
+    nbops' torch custom operators (nbops/library.py), which tracing sees through; eager calls keep the
+    direct path, which costs less per call."""
+    return torch.compiler.is_compiling()
+
+
 class Conv2d(nn.Conv2d):
     """torch.nn.Conv2d computed by nbops.conv2d. padding_mode other than 'zeros' ('reflect',
     'replicate', 'circular') pads with torch.nn.functional.pad first, as torch.nn.Conv2d does."""
 
     def _conv_forward(self, input, weight, bias):
+        padding = self.padding
         if self.padding_mode != "zeros":
-            padded = nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            input = nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        if _traced() and not isinstance(padding, str):
+            return torch.ops.nbops.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
+        return F.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
@@ -68,15 +80,19 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
-        return F.conv_transpose2d(
-            input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
-        )
+        args = (self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation)
+        if _traced():
+            return torch.ops.nbops.conv_transpose2d(input, *args)
+        return F.conv_transpose2d(input, *args)
 
 
 class MaxPool2d(nn.MaxPool2d):
     """torch.nn.MaxPool2d computed by nbops.max_pool2d."""
 
     def forward(self, input):
+        if _traced():
+            op = torch.ops.nbops.max_pool2d_with_indices if self.return_indices else torch.ops.nbops.max_pool2d
+            return op(input, self.kernel_size, self.stride or [], self.padding, self.dilation, self.ceil_mode)
         return F.max_pool2d(
             input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
         )
@@ -86,6 +102,11 @@ class AvgPool2d(nn.AvgPool2d):
     """torch.nn.AvgPool2d computed by nbops.avg_pool2d."""
 
     def forward(self, input):
+        if _traced():
+            return torch.ops.nbops.avg_pool2d(
+                input, self.kernel_size, self.stride or [], self.padding, self.ceil_mode, self.count_include_pad,
+                self.divisor_override,
+            )
         return F.avg_pool2d(
             input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
             self.divisor_override,
@@ -137,6 +158,8 @@ class Sigmoid(nn.Sigmoid):
     """torch.nn.Sigmoid computed by nbops.sigmoid."""
 
     def forward(self, input):
+        if _traced():
+            return torch.ops.nbops.sigmoid(input)
         return F.sigmoid(input)
 
 
