@@ -3,10 +3,11 @@
     import nbops.library  # registers the ops (importing this module imports torch)
     y = torch.ops.nbops.conv2d(x, w, b, 1, 1)
 
-Registered so far: sigmoid, conv2d, conv_transpose2d, avg_pool2d, max_pool2d and
-max_pool2d_with_indices (the indices are an int64 output, not differentiable), with their backward
-passes as ops of their own (sigmoid_backward, conv2d_backward, conv_transpose2d_backward,
-avg_pool2d_backward, max_pool2d_backward) so that a traced graph
+Registered so far: sigmoid, conv2d, conv_transpose2d, avg_pool2d, max_pool2d, max_pool2d_with_indices
+(the indices are an int64 output, not differentiable) and batch_norm (as batch_norm_functional and the
+in-place update, at the end), with their backward passes as ops of their own (sigmoid_backward,
+conv2d_backward, conv_transpose2d_backward, avg_pool2d_backward, max_pool2d_backward,
+batch_norm_backward) so that a traced graph
 (torch.compile, torch.export) holds nbops ops on the way back too. Each op has:
 - a CPU kernel: the public function (its argument checks, then the CPU backend), run without autograd;
 - a fake (meta) implementation that gives the output's shape, dtype and strides (contiguous, as the
@@ -23,10 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import activation, conv, pooling
+from . import activation, conv, normalization, pooling
 from ._arrays import contiguous
 from .cpu import activation as cpu_activation
 from .cpu import conv as cpu_conv
+from .cpu import normalization as cpu_normalization
 from .cpu import pooling as cpu_pooling
 
 
@@ -109,14 +111,16 @@ def _(input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), 
     return _empty_like_result(torch.nn.functional.conv2d(input, weight, bias, *args))
 
 
-@_op(
-    "conv2d_backward",
+# both convolutions' backward ops: (grad_input, grad_weight, grad_bias), each an empty tensor where
+# output_mask says it is not needed
+_CONVOLUTION_BACKWARD = (
     "(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] dilation, "
-    "int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
+    "int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)"
 )
+
+
+@_op("conv2d_backward", _CONVOLUTION_BACKWARD)
 def conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
-    """(grad_input, grad_weight, grad_bias), each an empty tensor where output_mask says it is not
-    needed."""
     pads = _pair(padding)
     return _convolution_grads(cpu_conv.run_conv2d_backward, grad_output, input, weight, output_mask,
                               _pair(stride), pads, pads, _pair(dilation), groups)
@@ -137,26 +141,33 @@ def _convolution_grads(run_backward, grad_output, input, weight, output_mask, *a
 
 @conv2d_backward.register_fake
 def _(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
-    shapes = (input.shape, weight.shape, (weight.shape[0],))
+    return _gradient_fakes(input, (input.shape, weight.shape, (weight.shape[0],)), output_mask)
+
+
+def _convolution_autograd(op, backward, arguments):
+    """Autograd for a convolution op through its backward op: backward(grad_output, input, weight,
+    *arguments(inputs), output_mask) -> the three gradients."""
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1])
+        ctx.args, ctx.has_bias, ctx.count = arguments(inputs), inputs[2] is not None, len(inputs)
+
+    def grad(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        grads = backward(grad_output, input, weight, *ctx.args, mask)
+        return tuple(g if needed else None for g, needed in zip(grads, mask)) + (None,) * (ctx.count - 3)
+
+    op.register_autograd(grad, setup_context=setup)
+
+
+def _gradient_fakes(input, shapes, output_mask):
+    """Fake gradients of these shapes, empty where output_mask says not needed."""
     return tuple(input.new_empty(shape if needed else (0,)) for shape, needed in zip(shapes, output_mask))
 
 
-def _conv2d_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.args = (stride, padding, dilation, groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv2d_grad(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    grads = torch.ops.nbops.conv2d_backward(grad_output, input, weight, *ctx.args, mask)
-    grads = [g if needed else None for g, needed in zip(grads, mask)]
-    return grads[0], grads[1], grads[2], None, None, None, None
-
-
-conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
+# inputs: (input, weight, bias, stride, padding, dilation, groups)
+_convolution_autograd(conv2d, torch.ops.nbops.conv2d_backward, lambda inputs: inputs[3:7])
 
 
 @_op(
@@ -177,40 +188,21 @@ def _(input, weight, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0
     return _empty_like_result(torch.nn.functional.conv_transpose2d(input, weight, bias, *args))
 
 
-@_op(
-    "conv_transpose2d_backward",
-    "(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] dilation, "
-    "int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
-)
+@_op("conv_transpose2d_backward", _CONVOLUTION_BACKWARD)
 def conv_transpose2d_backward(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
-    """(grad_input, grad_weight, grad_bias), each an empty tensor where output_mask says it is not
-    needed."""
     return _convolution_grads(cpu_conv.run_conv_transpose2d_backward, grad_output, input, weight, output_mask,
                               _pair(stride), _pair(padding), _pair(dilation), groups)
 
 
 @conv_transpose2d_backward.register_fake
 def _(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
-    shapes = (input.shape, weight.shape, (weight.shape[1] * groups,))
-    return tuple(input.new_empty(shape if needed else (0,)) for shape, needed in zip(shapes, output_mask))
+    return _gradient_fakes(input, (input.shape, weight.shape, (weight.shape[1] * groups,)), output_mask)
 
 
-def _conv_transpose2d_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, _, groups, dilation = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.args = (stride, padding, dilation, groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv_transpose2d_grad(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    grads = torch.ops.nbops.conv_transpose2d_backward(grad_output, input, weight, *ctx.args, mask)
-    grads = [g if needed else None for g, needed in zip(grads, mask)]
-    return grads[0], grads[1], grads[2], None, None, None, None, None
-
-
-conv_transpose2d.register_autograd(_conv_transpose2d_grad, setup_context=_conv_transpose2d_setup)
+# inputs: (input, weight, bias, stride, padding, output_padding, groups, dilation)
+_convolution_autograd(
+    conv_transpose2d, torch.ops.nbops.conv_transpose2d_backward, lambda inputs: (inputs[3], inputs[4], inputs[7], inputs[6])
+)
 
 
 # ------------------------------------------------------------------------------------------- pooling
@@ -341,3 +333,104 @@ def _max_pool2d(input, kernel_size, stride=(), padding=(0, 0), dilation=(1, 1), 
 
 
 _LIBRARY.impl("max_pool2d", _max_pool2d, "CompositeImplicitAutograd")
+
+
+# ----------------------------------------------------------------------------------------- batch_norm
+# A custom op that mutates an argument cannot have autograd, so batch_norm is two parts: the functional
+# op batch_norm_functional returns the output and the running statistics as updated (new tensors), and
+# batch_norm (a composite of torch ops, which tracing sees through) copies those into the buffers.
+
+
+@_op(
+    "batch_norm_functional",
+    "(Tensor input, Tensor? running_mean, Tensor? running_var, Tensor? weight=None, Tensor? bias=None, "
+    "bool training=False, float momentum=0.1, float eps=1e-05) -> (Tensor, Tensor, Tensor)",
+)
+def batch_norm_functional(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-05):
+    """(output, running_mean as updated, running_var as updated): the public function on copies of the
+    running statistics (empty tensors where they are None)."""
+    running = [None if r is None else r.clone() for r in (running_mean, running_var)]
+    with torch.no_grad():
+        out = normalization.batch_norm(input, *running, weight, bias, training, momentum, eps)
+    return (out,) + tuple(input.new_empty(0) if r is None else r for r in running)
+
+
+@batch_norm_functional.register_fake
+def _(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-05):
+    return (input.new_empty(input.shape),) + tuple(
+        input.new_empty(0) if r is None else r.new_empty(r.shape) for r in (running_mean, running_var)
+    )
+
+
+@_op(
+    "batch_norm_backward",
+    "(Tensor grad_output, Tensor input, Tensor? weight, Tensor? running_mean, Tensor? running_var, "
+    "bool training, float eps, bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
+)
+def batch_norm_backward(grad_output, input, weight, running_mean, running_var, training, eps, output_mask):
+    """(grad_input, grad_weight, grad_bias), empty where output_mask says not needed. In training the
+    batch statistics are computed again from the input (the functional op returns none)."""
+    channels = input.shape[1] if input.dim() >= 2 else 0
+    shapes = (input.shape, (channels,), (channels,))
+    if input.numel() == 0:
+        grads = [np.zeros(shape, dtype=_array(input).dtype) if need else None for need, shape in zip(output_mask, shapes)]
+    else:
+        x3 = _array(input).reshape(input.shape[0], channels, -1)
+        w = None if weight is None else _array(weight)
+        if training:
+            _, mean, var = cpu_normalization.run_batch_norm(x3, None, None, None, None, True, 0.0, eps)
+        else:
+            mean, var = _array(running_mean), _array(running_var)
+        grads = cpu_normalization.run_batch_norm_backward(
+            _array(grad_output).reshape(x3.shape), x3, w, mean, var, eps, training, tuple(output_mask)
+        )
+    return tuple(
+        input.new_empty(0) if g is None else _tensor(g).reshape(shape) for g, shape in zip(grads, shapes)
+    )
+
+
+@batch_norm_backward.register_fake
+def _(grad_output, input, weight, running_mean, running_var, training, eps, output_mask):
+    channels = input.shape[1] if input.dim() >= 2 else 0
+    return _gradient_fakes(input, (input.shape, (channels,), (channels,)), output_mask)
+
+
+def _batch_norm_setup(ctx, inputs, output):
+    input, running_mean, running_var, weight, bias, training, _, eps = inputs
+    # evaluation normalises with the running statistics (training updates them after this, and does
+    # not need them back)
+    running = (None, None) if training else (running_mean, running_var)
+    ctx.save_for_backward(input, weight, *running)
+    ctx.training, ctx.eps, ctx.has = training, eps, (weight is not None, bias is not None)
+
+
+def _batch_norm_grad(ctx, grad_output, grad_mean, grad_var):
+    input, weight, running_mean, running_var = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.has[0] and ctx.needs_input_grad[3], ctx.has[1] and ctx.needs_input_grad[4]]
+    grads = torch.ops.nbops.batch_norm_backward(
+        grad_output, input, weight, running_mean, running_var, ctx.training, ctx.eps, mask
+    )
+    grads = [g if need else None for g, need in zip(grads, mask)]
+    return grads[0], None, None, grads[1], grads[2], None, None, None
+
+
+batch_norm_functional.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
+
+_LIBRARY.define(
+    "batch_norm(Tensor input, Tensor(a!)? running_mean, Tensor(b!)? running_var, Tensor? weight=None, "
+    "Tensor? bias=None, bool training=False, float momentum=0.1, float eps=1e-05) -> Tensor"
+)
+
+
+def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-05):
+    out, mean, var = torch.ops.nbops.batch_norm_functional(
+        input, running_mean, running_var, weight, bias, training, momentum, eps
+    )
+    if training and running_mean is not None:
+        with torch.no_grad():
+            running_mean.copy_(mean)
+            running_var.copy_(var)
+    return out
+
+
+_LIBRARY.impl("batch_norm", _batch_norm, "CompositeImplicitAutograd")

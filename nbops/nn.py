@@ -127,16 +127,9 @@ class _BatchNorm:
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_statistics = self.training or (self.running_mean is None and self.running_var is None)
         tracked = not self.training or self.track_running_stats
-        return F.batch_norm(
-            input,
-            self.running_mean if tracked else None,
-            self.running_var if tracked else None,
-            self.weight,
-            self.bias,
-            use_batch_statistics,
-            momentum,
-            self.eps,
-        )
+        running = (self.running_mean, self.running_var) if tracked else (None, None)
+        batch_norm = torch.ops.nbops.batch_norm if _traced() else F.batch_norm
+        return batch_norm(input, *running, self.weight, self.bias, use_batch_statistics, momentum, self.eps)
 
 
 class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):

@@ -1,6 +1,8 @@
 """nbops' torch custom operators (nbops/library.py): torch.library.opcheck on every registered op and
 its backward op, values and gradients against torch's own ops, and a whole-graph torch.compile."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -101,6 +103,39 @@ def test_sigmoid_op(shape, dtype):
     opcheck(torch.ops.nbops.sigmoid_backward.default, (randn(shape, dtype, seed=2), out))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (8, 5), (3, 4, 7)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine,running", [(True, True), (False, True), (True, False)])
+def test_batch_norm_ops(shape, dtype, training, affine, running):
+    """batch_norm_functional (output and updated running statistics, no argument changed) passes
+    opcheck; batch_norm (which copies the statistics into the buffers) gives torch's output, running
+    statistics and gradients."""
+    if not training and not running:
+        return  # (evaluation needs running statistics, in torch too)
+    channels = shape[1]
+    x = _leaf(shape, dtype, 1)
+    w, b = (_leaf((channels,), dtype, 2), _leaf((channels,), dtype, 3)) if affine else (None, None)
+    stats = (randn((channels,), dtype, seed=4), randn((channels,), dtype, seed=5).abs() + 0.5) if running else (None, None)
+    args = (x, *stats, w, b, training, 0.1, 1e-5)
+    opcheck(torch.ops.nbops.batch_norm_functional.default, args)
+    ours = [None if s is None else s.clone() for s in stats]
+    theirs = [None if s is None else s.clone() for s in stats]
+    out = torch.ops.nbops.batch_norm(x, *ours, w, b, training, 0.1, 1e-5)
+    expected = F.batch_norm(x, *theirs, w, b, training, 0.1, 1e-5)
+    assert_same(out.detach(), expected.detach(), SUM_TOL[dtype])
+    for mine, reference in zip(ours, theirs):
+        if mine is not None:
+            assert_same(mine, reference, SUM_TOL[dtype])
+    tensors = [t for t in (x, w, b) if t is not None]
+    grad = randn(shape, dtype, seed=9)
+    for mine, reference in zip(torch.autograd.grad(out, tensors, grad), torch.autograd.grad(expected, tensors, grad)):
+        assert_same(mine, reference, SUM_TOL[dtype])
+    mask = [True, affine, affine]
+    weight = None if w is None else w.detach()
+    opcheck(torch.ops.nbops.batch_norm_backward.default, (grad, x.detach(), weight, *stats, training, 1e-5, mask))
+
+
 def _torch_pool(fn):
     """torch's pooling function with the ops' empty stride meaning the kernel size."""
     return lambda x, kernel, stride, *rest: fn(x, kernel, stride or None, *rest)
@@ -139,22 +174,27 @@ def test_compile_a_network_of_nbops_ops_whole():
 
 def test_compile_a_model_of_nbops_nn_modules_whole():
     """torch.compile(fullgraph=True) of a model of the nbops.nn modules whose ops are registered so far
-    (Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, Sigmoid, Flatten) and a torch Linear: while traced
-    the modules call torch.ops.nbops, so there is no graph break; eval outputs and training gradients
-    equal the uncompiled model's."""
+    (Conv2d, BatchNorm2d, ConvTranspose2d, MaxPool2d, AvgPool2d, Sigmoid, Flatten) and a torch Linear:
+    while traced the modules call torch.ops.nbops, so there is no graph break; training gradients and
+    running statistics, then eval outputs, equal the uncompiled model's."""
     import nbops.nn as nnb
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        nnb.Conv2d(3, 6, 3, padding=1), nnb.Sigmoid(), nnb.MaxPool2d(2), nnb.ConvTranspose2d(6, 4, 2, stride=2),
-        nnb.AvgPool2d(3, stride=2, padding=1), nnb.Flatten(), torch.nn.Linear(4 * 8 * 8, 5),
+        nnb.Conv2d(3, 6, 3, padding=1), nnb.BatchNorm2d(6), nnb.Sigmoid(), nnb.MaxPool2d(2),
+        nnb.ConvTranspose2d(6, 4, 2, stride=2), nnb.AvgPool2d(3, stride=2, padding=1), nnb.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 5),
     )
+    twin = copy.deepcopy(model)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     x = randn((2, 3, 16, 16), torch.float32, seed=1)
-    model.eval()
-    assert_same(compiled(x), model(x), SUM_TOL[torch.float32])
-    model.train()
-    expected = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
-    got = torch.autograd.grad(compiled(x).square().sum(), list(model.parameters()))
-    for mine, reference in zip(got, expected):
-        assert_same(mine, reference, SUM_TOL[torch.float32])
+    # training: the same gradients and running statistics as the uncompiled twin, step by step
+    for step in range(2):
+        got = torch.autograd.grad(compiled(x + step).square().sum(), list(model.parameters()))
+        expected = torch.autograd.grad(twin(x + step).square().sum(), list(twin.parameters()))
+        for mine, reference in zip(got, expected):
+            assert_same(mine, reference, SUM_TOL[torch.float32])
+        for mine, reference in zip(model.buffers(), twin.buffers()):
+            assert_same(mine, reference, SUM_TOL[torch.float32])
+    model.eval(), twin.eval()
+    assert_same(compiled(x), twin(x), SUM_TOL[torch.float32])
