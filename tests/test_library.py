@@ -198,3 +198,24 @@ def test_compile_a_model_of_nbops_nn_modules_whole():
             assert_same(mine, reference, SUM_TOL[torch.float32])
     model.eval(), twin.eval()
     assert_same(compiled(x), twin(x), SUM_TOL[torch.float32])
+
+
+def test_export_a_model_of_nbops_nn_modules(tmp_path):
+    """torch.export.export of a model of nbops.nn modules (eval) holds nbops' ops in its graph, and the
+    program saved and loaded again gives the model's outputs."""
+    import nbops.nn as nnb
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        nnb.Conv2d(3, 6, 3, padding=1), nnb.BatchNorm2d(6), nnb.Sigmoid(), nnb.MaxPool2d(2),
+        nnb.ConvTranspose2d(6, 4, 2, stride=2), nnb.AvgPool2d(3, stride=2, padding=1), nnb.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 5),
+    ).eval()
+    x = randn((2, 3, 16, 16), torch.float32, seed=1)
+    program = torch.export.export(model, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert {"nbops.conv2d.default", "nbops.batch_norm.default", "nbops.sigmoid.default", "nbops.max_pool2d.default",
+            "nbops.conv_transpose2d.default", "nbops.avg_pool2d.default"} <= targets
+    path = tmp_path / "model.pt2"
+    torch.export.save(program, path)
+    assert_same(torch.export.load(path).module()(x), model(x), SUM_TOL[torch.float32])
