@@ -4,10 +4,10 @@
     y = torch.ops.nbops.conv2d(x, w, b, 1, 1)
 
 Registered so far: sigmoid, conv2d, conv_transpose2d, avg_pool2d, max_pool2d, max_pool2d_with_indices
-(the indices are an int64 output, not differentiable) and batch_norm (as batch_norm_functional and the
-in-place update, at the end), with their backward passes as ops of their own (sigmoid_backward,
-conv2d_backward, conv_transpose2d_backward, avg_pool2d_backward, max_pool2d_backward,
-batch_norm_backward) so that a traced graph
+(the indices are an int64 output, not differentiable), batch_norm (as batch_norm_functional and the
+in-place update), cross_entropy and mse_loss, with their backward passes as ops of their own
+(sigmoid_backward, conv2d_backward, conv_transpose2d_backward, avg_pool2d_backward,
+max_pool2d_backward, batch_norm_backward, cross_entropy_backward, mse_loss_backward) so that a traced graph
 (torch.compile, torch.export) holds nbops ops on the way back too. Each op has:
 - a CPU kernel: the public function (its argument checks, then the CPU backend), run without autograd;
 - a fake (meta) implementation that gives the output's shape, dtype and strides (contiguous, as the
@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import activation, conv, normalization, pooling
+from . import activation, conv, loss, normalization, pooling
 from ._arrays import contiguous
 from .cpu import activation as cpu_activation
 from .cpu import conv as cpu_conv
+from .cpu import loss as cpu_loss
 from .cpu import normalization as cpu_normalization
 from .cpu import pooling as cpu_pooling
 
@@ -54,6 +55,11 @@ def _empty_like_result(result: Tensor) -> Tensor:
     """A fake output: the shape and dtype of torch's result, C-contiguous like nbops' (not torch's
     layout, which can follow a channels-last input)."""
     return result.new_empty(result.shape)
+
+
+def _like_torch(fn, *args, **kwargs) -> Tensor:
+    """The fake output of an op whose twin is torch's fn (run here on the fake tensors)."""
+    return _empty_like_result(fn(*args, **kwargs))
 
 
 # ------------------------------------------------------------------------------------------- sigmoid
@@ -226,10 +232,10 @@ def avg_pool2d(input, kernel_size, stride=(), padding=(0, 0), ceil_mode=False, c
 
 @avg_pool2d.register_fake
 def _(input, kernel_size, stride=(), padding=(0, 0), ceil_mode=False, count_include_pad=True, divisor_override=None):
-    result = torch.nn.functional.avg_pool2d(
-        input, _pair(kernel_size), _pool_stride(stride), _pair(padding), ceil_mode, count_include_pad, divisor_override
+    return _like_torch(
+        torch.nn.functional.avg_pool2d,
+        input, _pair(kernel_size), _pool_stride(stride), _pair(padding), ceil_mode, count_include_pad, divisor_override,
     )
-    return _empty_like_result(result)
 
 
 @_op(
@@ -434,3 +440,110 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
 
 
 _LIBRARY.impl("batch_norm", _batch_norm, "CompositeImplicitAutograd")
+
+
+# ---------------------------------------------------------------------------------------------- losses
+# The forward op is the public function; the backward op takes the same arguments after grad_output and
+# gets the backend's arrays from the front's own argument handling (loss.*_arrays).
+
+
+@_op(
+    "cross_entropy",
+    "(Tensor input, Tensor target, Tensor? weight=None, int ignore_index=-100, str reduction='mean', "
+    "float label_smoothing=0.0) -> Tensor",
+)
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    with torch.no_grad():
+        return loss.cross_entropy(input, target, weight, None, ignore_index, None, reduction, label_smoothing)
+
+
+@cross_entropy.register_fake
+def _(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    return _like_torch(
+        torch.nn.functional.cross_entropy,
+        input, target, weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+    )
+
+
+@_op(
+    "cross_entropy_backward",
+    "(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, int ignore_index, str reduction, "
+    "float label_smoothing, bool[2] output_mask) -> (Tensor, Tensor)",
+)
+def cross_entropy_backward(grad_output, input, target, weight, ignore_index, reduction, label_smoothing, output_mask):
+    """(grad_input, grad_target), empty where output_mask says not needed (grad_target: class
+    probabilities only)."""
+    x, t, w, args = loss.cross_entropy_arrays(input, target, weight, None, ignore_index, None, reduction, label_smoothing)
+    grads = cpu_loss.run_cross_entropy_backward(_array(grad_output), x, t, w, *args, tuple(output_mask))
+    return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
+
+
+@cross_entropy_backward.register_fake
+def _(grad_output, input, target, weight, ignore_index, reduction, label_smoothing, output_mask):
+    return _gradient_fakes(input, (input.shape, target.shape), [output_mask[0], output_mask[1] and target.is_floating_point()])
+
+
+def _cross_entropy_setup(ctx, inputs, output):
+    input, target, weight = inputs[:3]
+    ctx.save_for_backward(input, target, weight)
+    ctx.args = inputs[3:]
+
+
+def _cross_entropy_grad(ctx, grad_output):
+    input, target, weight = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1] and target.is_floating_point()]
+    grads = torch.ops.nbops.cross_entropy_backward(grad_output, input, target, weight, *ctx.args, mask)
+    return (grads[0] if mask[0] else None, grads[1] if mask[1] else None) + (None,) * 4
+
+
+cross_entropy.register_autograd(_cross_entropy_grad, setup_context=_cross_entropy_setup)
+
+
+@_op("mse_loss", "(Tensor input, Tensor target, str reduction='mean', Tensor? weight=None) -> Tensor")
+def mse_loss(input, target, reduction="mean", weight=None):
+    with torch.no_grad():
+        return loss.mse_loss(input, target, None, None, reduction, weight)
+
+
+@mse_loss.register_fake
+def _(input, target, reduction="mean", weight=None):
+    return _empty_like_result(torch.nn.functional.mse_loss(input, target, reduction=reduction, weight=weight))
+
+
+@_op(
+    "mse_loss_backward",
+    "(Tensor grad_output, Tensor input, Tensor target, str reduction, Tensor? weight, bool[3] output_mask) "
+    "-> (Tensor, Tensor, Tensor)",
+)
+def mse_loss_backward(grad_output, input, target, reduction, weight, output_mask):
+    """(grad_input, grad_target, grad_weight), each in its argument's shape, empty where output_mask says
+    not needed."""
+    x, y, w, args = loss.mse_loss_arrays(input, target, None, None, reduction, weight)
+    grads = cpu_loss.run_mse_loss_backward(_array(grad_output), x, y, w, *args, tuple(output_mask))
+    return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
+
+
+@mse_loss_backward.register_fake
+def _(grad_output, input, target, reduction, weight, output_mask):
+    shapes = (input.shape, target.shape, input.shape)
+    return tuple(
+        (t if t is not None else input).new_empty(shape if need else (0,))
+        for t, shape, need in zip((input, target, weight), shapes, output_mask)
+    )
+
+
+def _mse_loss_setup(ctx, inputs, output):
+    input, target, reduction, weight = inputs
+    ctx.save_for_backward(input, target, weight)
+    ctx.reduction = reduction
+
+
+def _mse_loss_grad(ctx, grad_output):
+    input, target, weight = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], weight is not None and ctx.needs_input_grad[3]]
+    grads = torch.ops.nbops.mse_loss_backward(grad_output, input, target, ctx.reduction, weight, mask)
+    grads = [g if need else None for g, need in zip(grads, mask)]
+    return grads[0], grads[1], None, grads[2]
+
+
+mse_loss.register_autograd(_mse_loss_grad, setup_context=_mse_loss_setup)

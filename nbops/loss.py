@@ -42,6 +42,15 @@ def cross_entropy(
         a 0-d array, or for 'none' the per-position losses (target's shape without the class dim).
     """
     grad = grad_wanted(input, target, weight)
+    x, t, w, args = cross_entropy_arrays(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+    if grad:
+        return autograd().CrossEntropy.apply(input, target, weight, x, t, w, args)
+    return wrap(backend("loss").run_cross_entropy(x, t, w, *args), input)
+
+
+def cross_entropy_arrays(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing):
+    """cross_entropy's checked arguments: (x, t, w, args) for the backends' run_cross_entropy(x, t, w,
+    *args) and its backward pass (also nbops/library.py's)."""
     reduction = reduction_mode(reduction, size_average, reduce)
     x = as_array(input, "input")
     t = as_array(target, "target", floating=False)
@@ -83,9 +92,7 @@ def cross_entropy(
                 )
             raise ValueError(f"cross_entropy: target must have shape {out_shape} for input of shape {tuple(x.shape)}, got {tuple(t.shape)}")
         args = ((batch, classes, length), out_shape, reduction, smoothing, ignore_index, x.dtype)
-    if grad:
-        return autograd().CrossEntropy.apply(input, target, weight, x, t, w, args)
-    return wrap(backend("loss").run_cross_entropy(x, t, w, *args), input)
+    return x, t, w, args
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
@@ -102,6 +109,15 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         a 0-d array, or for 'none' the element-wise losses in the broadcast shape.
     """
     grad = grad_wanted(input, target, weight)
+    x, y, w, args = mse_loss_arrays(input, target, size_average, reduce, reduction, weight)
+    if grad:
+        return autograd().MSELoss.apply(input, target, weight, x, y, w, args)
+    return wrap(backend("loss").run_mse_loss(x, y, w, *args), input)
+
+
+def mse_loss_arrays(input, target, size_average, reduce, reduction, weight):
+    """mse_loss's checked arguments: (x, y, w, args) for the backends' run_mse_loss(x, y, w, *args) and
+    its backward pass (also nbops/library.py's)."""
     reduction = reduction_mode(reduction, size_average, reduce)
     x = as_array(input, "input")
     y = as_array(target, "target")
@@ -119,7 +135,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
             "This will likely lead to incorrect results due to broadcasting. "
             "Please ensure they have the same size.",
             UserWarning,
-            stacklevel=2,  # the user's call -> the public function
+            stacklevel=3,  # the user's call -> the public function -> here
         )
     dtypes = [x.dtype, y.dtype]
     w = None
@@ -129,7 +145,4 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
             raise ValueError(f"mse_loss: weight must have input's shape {tuple(x.shape)}, got {tuple(w.shape)}")
         dtypes.append(w.dtype)
     dtype = dtypes[0] if all(d == dtypes[0] for d in dtypes) else np.result_type(*dtypes)
-    args = (shape, dtype, reduction)
-    if grad:
-        return autograd().MSELoss.apply(input, target, weight, x, y, w, args)
-    return wrap(backend("loss").run_mse_loss(x, y, w, *args), input)
+    return x, y, w, (shape, dtype, reduction)

@@ -161,6 +161,10 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
     label_smoothing as given to the constructor)."""
 
     def forward(self, input, target):
+        if _traced():
+            return torch.ops.nbops.cross_entropy(
+                input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing
+            )
         return F.cross_entropy(
             input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
             label_smoothing=self.label_smoothing,
@@ -171,6 +175,8 @@ class MSELoss(nn.MSELoss):
     """torch.nn.MSELoss computed by nbops.mse_loss."""
 
     def forward(self, input, target):
+        if _traced():
+            return torch.ops.nbops.mse_loss(input, target, self.reduction)
         return F.mse_loss(input, target, reduction=self.reduction)
 
 

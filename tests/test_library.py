@@ -136,6 +136,45 @@ def test_batch_norm_ops(shape, dtype, training, affine, running):
     opcheck(torch.ops.nbops.batch_norm_backward.default, (grad, x.detach(), weight, *stats, training, 1e-5, mask))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["indices", "indices weighted", "probabilities", "probabilities weighted", "unbatched"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_op(case, reduction, dtype):
+    x = _leaf((5,) if case == "unbatched" else (4, 5, 3), dtype, 1)
+    if "probabilities" in case:
+        target = torch.softmax(randn((4, 5, 3), dtype, seed=2), 1).requires_grad_()
+    else:
+        target = torch.randint(0, 5, () if case == "unbatched" else (4, 3), generator=torch.Generator().manual_seed(2))
+    weight = torch.rand(5, dtype=dtype, generator=torch.Generator().manual_seed(3)) if "weighted" in case else None
+    ignore_index = 1 if case == "indices weighted" else -100
+    args = (x, target, weight, ignore_index, reduction, 0.1)
+    opcheck(torch.ops.nbops.cross_entropy.default, args)
+
+    def theirs(x, target, weight, ignore_index, reduction, smoothing):
+        return F.cross_entropy(x, target, weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing)
+
+    _same_values_and_gradients(torch.ops.nbops.cross_entropy, theirs, args, dtype)
+    grad = randn(tuple(theirs(*args).shape), dtype, seed=6)
+    mask = [True, target.is_floating_point()]
+    opcheck(torch.ops.nbops.cross_entropy_backward.default, (grad, x.detach(), target.detach(), weight, ignore_index, reduction, 0.1, mask))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mse_loss_op(reduction, weighted, dtype):
+    x, y = _leaf((3, 4), dtype, 1), _leaf((3, 4), dtype, 2)
+    w = _leaf((3, 4), dtype, 3).abs().detach().requires_grad_() if weighted else None
+    args = (x, y, reduction, w)
+    opcheck(torch.ops.nbops.mse_loss.default, args)
+    _same_values_and_gradients(
+        torch.ops.nbops.mse_loss, lambda x, y, reduction, w: F.mse_loss(x, y, reduction=reduction, weight=w), args, dtype
+    )
+    grad = randn(tuple(F.mse_loss(x, y, reduction=reduction).shape), dtype, seed=6)
+    detached = None if w is None else w.detach()
+    opcheck(torch.ops.nbops.mse_loss_backward.default, (grad, x.detach(), y.detach(), reduction, detached, [True, True, weighted]))
+
+
 def _torch_pool(fn):
     """torch's pooling function with the ops' empty stride meaning the kernel size."""
     return lambda x, kernel, stride, *rest: fn(x, kernel, stride or None, *rest)
@@ -189,9 +228,11 @@ def test_compile_a_model_of_nbops_nn_modules_whole():
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     x = randn((2, 3, 16, 16), torch.float32, seed=1)
     # training: the same gradients and running statistics as the uncompiled twin, step by step
+    target = torch.tensor([1, 3])
+    loss = torch.compile(nnb.CrossEntropyLoss(label_smoothing=0.1), fullgraph=True, backend="aot_eager")
     for step in range(2):
-        got = torch.autograd.grad(compiled(x + step).square().sum(), list(model.parameters()))
-        expected = torch.autograd.grad(twin(x + step).square().sum(), list(twin.parameters()))
+        got = torch.autograd.grad(loss(compiled(x + step), target), list(model.parameters()))
+        expected = torch.autograd.grad(nnb.CrossEntropyLoss(label_smoothing=0.1)(twin(x + step), target), list(twin.parameters()))
         for mine, reference in zip(got, expected):
             assert_same(mine, reference, SUM_TOL[torch.float32])
         for mine, reference in zip(model.buffers(), twin.buffers()):
