@@ -1,13 +1,14 @@
-"""nbops' operators as torch custom operators: torch.ops.nbops.<name> (issue 15, first step).
+"""nbops' operators as torch custom operators: torch.ops.nbops.<name> (issue 15).
 
     import nbops.library  # registers the ops (importing this module imports torch)
     y = torch.ops.nbops.conv2d(x, w, b, 1, 1)
 
 Registered so far: sigmoid, conv2d, conv_transpose2d, avg_pool2d, max_pool2d, max_pool2d_with_indices
 (the indices are an int64 output, not differentiable), batch_norm (as batch_norm_functional and the
-in-place update), cross_entropy and mse_loss, with their backward passes as ops of their own
-(sigmoid_backward, conv2d_backward, conv_transpose2d_backward, avg_pool2d_backward,
-max_pool2d_backward, batch_norm_backward, cross_entropy_backward, mse_loss_backward) so that a traced graph
+in-place update), cross_entropy, mse_loss and roi_pool (output and argmax, as torchvision's op): every
+operator but flatten, a view. Their backward passes are ops of their own (sigmoid_backward,
+conv2d_backward, conv_transpose2d_backward, avg_pool2d_backward, max_pool2d_backward,
+batch_norm_backward, cross_entropy_backward, mse_loss_backward, roi_pool_backward) so that a traced graph
 (torch.compile, torch.export) holds nbops ops on the way back too. Each op has:
 - a CPU kernel: the public function (its argument checks, then the CPU backend), run without autograd;
 - a fake (meta) implementation that gives the output's shape, dtype and strides (contiguous, as the
@@ -24,13 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import activation, conv, loss, normalization, pooling
+from . import activation, conv, loss, normalization, pooling, roi
 from ._arrays import contiguous
 from .cpu import activation as cpu_activation
 from .cpu import conv as cpu_conv
 from .cpu import loss as cpu_loss
 from .cpu import normalization as cpu_normalization
 from .cpu import pooling as cpu_pooling
+from .cpu import roi as cpu_roi
 
 
 def _op(name, schema=None):
@@ -547,3 +549,46 @@ def _mse_loss_grad(ctx, grad_output):
 
 
 mse_loss.register_autograd(_mse_loss_grad, setup_context=_mse_loss_setup)
+
+
+# -------------------------------------------------------------------------------------------- roi_pool
+
+
+@_op("roi_pool", "(Tensor input, Tensor boxes, int[2] output_size, float spatial_scale=1.0) -> (Tensor, Tensor)")
+def roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    """(output, argmax), as torchvision's op: boxes a Tensor[K, 5]; argmax (int64, not differentiable)
+    the flat index h * W + w of each bin's max in its plane, -1 where the bin is empty."""
+    x, bins = roi.roi_pool_arrays(input, boxes, _pair(output_size), spatial_scale)
+    out, argmax = cpu_roi.run_roi_pool(x, *bins)
+    return _tensor(out), _tensor(argmax)
+
+
+@roi_pool.register_fake
+def _(input, boxes, output_size, spatial_scale=1.0):
+    shape = (boxes.shape[0], input.shape[1]) + _pair(output_size)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@_op("roi_pool_backward", "(Tensor grad_output, Tensor argmax, Tensor boxes, int[] input_shape) -> Tensor")
+def roi_pool_backward(grad_output, argmax, boxes, input_shape):
+    batch_index = np.trunc(_array(boxes)[:, 0]).astype(np.int64)
+    return _tensor(cpu_roi.run_roi_pool_backward(_array(grad_output), _array(argmax), batch_index, tuple(input_shape)))
+
+
+@roi_pool_backward.register_fake
+def _(grad_output, argmax, boxes, input_shape):
+    return grad_output.new_empty(input_shape)
+
+
+def _roi_pool_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1], inputs[1])
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _roi_pool_grad(ctx, grad_output, grad_argmax):
+    argmax, boxes = ctx.saved_tensors
+    return torch.ops.nbops.roi_pool_backward(grad_output, argmax, boxes, ctx.input_shape), None, None, None
+
+
+roi_pool.register_autograd(_roi_pool_grad, setup_context=_roi_pool_setup)

@@ -185,6 +185,10 @@ class RoIPool(_TorchRoIPool):
     or a list of Tensor[L, 4]."""
 
     def forward(self, input, rois):
+        if _traced():
+            if not isinstance(rois, torch.Tensor):  # one [L, 4] per image -> [K, 5] with the image index
+                rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(rois)])
+            return torch.ops.nbops.roi_pool(input, rois, self.output_size, self.spatial_scale)[0]
         return F.roi_pool(input, rois, self.output_size, self.spatial_scale)
 
 

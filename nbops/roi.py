@@ -70,6 +70,16 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
         [0, N - 1] is an IndexError (torchvision reads out of bounds there).
     """
     grad = grad_wanted(input)
+    x, bins = roi_pool_arrays(input, boxes, output_size, spatial_scale)
+    if grad:
+        return autograd().RoIPool.apply(input, x, bins)
+    out, _ = backend("roi").run_roi_pool(x, *bins)
+    return wrap(out, input)
+
+
+def roi_pool_arrays(input, boxes, output_size, spatial_scale):
+    """roi_pool's checked arguments: (x, bins) for the backends' run_roi_pool(x, *bins) (also
+    nbops/library.py's): bins = (batch_index, h_start, h_end, w_start, w_end), torchvision's bins."""
     x = as_array(input, "input")
     if x.ndim != 4:
         raise ValueError(f"roi_pool: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
@@ -98,8 +108,4 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     roi_h = np.maximum(y2 - y1 + 1, 1)
     h_start, h_end = _bin_edges(y1, roi_h, pooled_h, height, x.dtype)
     w_start, w_end = _bin_edges(x1, roi_w, pooled_w, width, x.dtype)
-    bins = (batch_index, h_start, h_end, w_start, w_end)
-    if grad:
-        return autograd().RoIPool.apply(input, x, bins)
-    out, _ = backend("roi").run_roi_pool(x, *bins)
-    return wrap(out, input)
+    return x, (batch_index, h_start, h_end, w_start, w_end)

@@ -175,6 +175,23 @@ def test_mse_loss_op(reduction, weighted, dtype):
     opcheck(torch.ops.nbops.mse_loss_backward.default, (grad, x.detach(), y.detach(), reduction, detached, [True, True, weighted]))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_roi_pool_op(dtype):
+    from torchvision.ops import roi_pool as tv_roi_pool
+
+    x = _leaf((2, 3, 10, 12), dtype, 1)
+    boxes = torch.tensor([[0, 1, 1, 8, 6], [1, 0, 2, 11, 9], [0, 3, 3, 3, 3], [1, 5, 0, 9, 4]], dtype=dtype)
+    for output_size, scale in (([2, 3], 1.0), (2, 0.5)):
+        opcheck(torch.ops.nbops.roi_pool.default, (x, boxes, output_size, scale))
+        out, argmax = torch.ops.nbops.roi_pool(x, boxes, output_size, scale)
+        expected = tv_roi_pool(x, boxes, output_size, scale)
+        assert_same(out.detach(), expected.detach(), {"rtol": 0, "atol": 0})
+        assert argmax.dtype == torch.int64 and not argmax.requires_grad
+        grad = randn(tuple(out.shape), dtype, seed=7)
+        assert_same(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0], SUM_TOL[dtype])
+        opcheck(torch.ops.nbops.roi_pool_backward.default, (grad, argmax, boxes, list(x.shape)))
+
+
 def _torch_pool(fn):
     """torch's pooling function with the ops' empty stride meaning the kernel size."""
     return lambda x, kernel, stride, *rest: fn(x, kernel, stride or None, *rest)
@@ -260,3 +277,49 @@ def test_export_a_model_of_nbops_nn_modules(tmp_path):
     path = tmp_path / "model.pt2"
     torch.export.save(program, path)
     assert_same(torch.export.load(path).module()(x), model(x), SUM_TOL[torch.float32])
+
+
+class _EveryModule(torch.nn.Module):
+    """A network with every nbops.nn module: a convolution trunk, an RoI head, an upsampling branch."""
+
+    def __init__(self, nnb):
+        super().__init__()
+        self.trunk = torch.nn.Sequential(nnb.Conv2d(3, 6, 3, padding=1), nnb.BatchNorm2d(6), nnb.Sigmoid(), nnb.MaxPool2d(2))
+        self.roi = nnb.RoIPool(3, 0.5)
+        self.head = torch.nn.Sequential(nnb.Flatten(), torch.nn.Linear(6 * 9, 8), nnb.BatchNorm1d(8), torch.nn.Linear(8, 4))
+        self.up = torch.nn.Sequential(nnb.ConvTranspose2d(6, 2, 2, stride=2), nnb.AvgPool2d(2))
+
+    def forward(self, x, boxes):
+        features = self.trunk(x)
+        return self.head(self.roi(features, boxes)), self.up(features)
+
+
+def test_compile_a_model_of_every_nbops_nn_module():
+    """Every nbops.nn module (with both losses) in one model under torch.compile(fullgraph=True): two
+    training steps give the uncompiled twin's gradients and running statistics, then the same eval
+    outputs."""
+    import nbops.nn as nnb
+
+    torch.manual_seed(0)
+    model = _EveryModule(nnb)
+    twin = copy.deepcopy(model)
+    ce, mse = nnb.CrossEntropyLoss(), nnb.MSELoss()
+
+    def objective(net, x, boxes, labels, target):
+        scores, up = net(x, boxes)
+        return ce(scores, labels) + mse(up, target)
+
+    compiled = torch.compile(objective, fullgraph=True, backend="aot_eager")
+    x = randn((2, 3, 16, 16), torch.float32, seed=1)
+    boxes = [torch.tensor([[0.0, 0.0, 10.0, 12.0], [4.0, 2.0, 14.0, 15.0]]), torch.tensor([[1.0, 1.0, 8.0, 9.0]])]
+    labels, target = torch.tensor([0, 3, 1]), randn((2, 2, 8, 8), torch.float32, seed=2)
+    for step in range(2):
+        got = torch.autograd.grad(compiled(model, x + step, boxes, labels, target), list(model.parameters()))
+        expected = torch.autograd.grad(objective(twin, x + step, boxes, labels, target), list(twin.parameters()))
+        for mine, reference in zip(got, expected):
+            assert_same(mine, reference, SUM_TOL[torch.float32])
+        for mine, reference in zip(model.buffers(), twin.buffers()):
+            assert_same(mine, reference, SUM_TOL[torch.float32])
+    model.eval(), twin.eval()
+    for mine, reference in zip(compiled(model, x, boxes, labels, target).reshape(1), objective(twin, x, boxes, labels, target).reshape(1)):
+        assert_same(mine, reference, SUM_TOL[torch.float32])
