@@ -28,6 +28,10 @@ from .roi import roi_pool  # noqa: E402
 
 __version__ = "0.1.0"
 
+from ._torch_ops import register_when_torch_is_there  # noqa: E402
+
+register_when_torch_is_there()  # torch.ops.nbops: now if torch is imported, else right after it is
+
 
 def get_backend() -> str:
     """The backend the operators run on now: 'cpu' or 'cuda'."""

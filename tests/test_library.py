@@ -323,3 +323,39 @@ def test_compile_a_model_of_every_nbops_nn_module():
     model.eval(), twin.eval()
     for mine, reference in zip(compiled(model, x, boxes, labels, target).reshape(1), objective(twin, x, boxes, labels, target).reshape(1)):
         assert_same(mine, reference, SUM_TOL[torch.float32])
+
+
+EXPORT = r"""
+import sys
+import torch, nbops.nn as nnb
+torch.manual_seed(0)
+model = torch.nn.Sequential(nnb.Conv2d(3, 4, 3, padding=1), nnb.BatchNorm2d(4), nnb.Sigmoid(), nnb.MaxPool2d(2)).eval()
+x = torch.randn(2, 3, 8, 8)
+torch.export.save(torch.export.export(model, (x,)), sys.argv[1] + "/model.pt2")
+torch.save((x, model(x).detach()), sys.argv[1] + "/io.pt")
+"""
+
+LOAD = r"""
+import sys
+{imports}
+program = torch.export.load(sys.argv[1] + "/model.pt2")
+x, expected = torch.load(sys.argv[1] + "/io.pt")
+print(float((program.module()(x) - expected).abs().max()), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("imports", ["import nbops\nimport torch", "import torch\nimport nbops"])
+def test_an_exported_program_loads_after_import_nbops_alone(tmp_path, imports):
+    """A program exported with nbops' ops loads in a new process after `import nbops` (before or after
+    torch): nbops registers torch.ops.nbops once torch is there."""
+    import subprocess
+    import sys
+
+    def run(code):
+        result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run(EXPORT)
+    difference, _ = run(LOAD.format(imports=imports)).split()
+    assert float(difference) <= 1e-6

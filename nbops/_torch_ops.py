@@ -1,0 +1,64 @@
+"""torch.ops.nbops is registered (nbops/library.py) as soon as torch is there, so that a program
+exported with nbops' ops loads after `import nbops` alone, in either import order, without nbops
+importing torch itself:
+
+- torch already imported: at `import nbops`;
+- torch imported later: right after `import torch` finishes, by a one-shot import hook.
+
+A registration that fails (an older torch without torch.library.custom_op, say) warns once and leaves
+torch and nbops' own functions working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+
+def _register() -> None:
+    try:
+        importlib.import_module("nbops.library")
+    except Exception as exc:  # never break `import torch` or `import nbops`
+        warnings.warn(f"nbops: torch.ops.nbops could not be registered: {exc!r}", RuntimeWarning, stacklevel=2)
+
+
+class _AfterExec(importlib.abc.Loader):
+    """torch's own loader, followed by the registration."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        _register()
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+class _WhenTorchIsImported(importlib.abc.MetaPathFinder):
+    """Finds torch with the other finders, and wraps its loader (then leaves sys.meta_path)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("torch")
+        if spec is not None and spec.loader is not None:
+            spec.loader = _AfterExec(spec.loader)
+        return spec
+
+
+def register_when_torch_is_there() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if hasattr(torch, "library"):  # (not while torch itself is importing nbops)
+            _register()
+    elif not any(isinstance(finder, _WhenTorchIsImported) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WhenTorchIsImported())
