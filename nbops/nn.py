@@ -65,9 +65,24 @@ class Conv2d(nn.Conv2d):
         if self.padding_mode != "zeros":
             input = nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
-        if _traced() and not isinstance(padding, str):
+        if _traced():
+            if isinstance(padding, str):  # 'valid' or 'same' as ints, or as zeros added first where uneven
+                input, padding = _string_padding(input, padding, weight.shape[2:], self.dilation)
             return torch.ops.nbops.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
         return F.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
+
+
+def _string_padding(input, padding, kernel, dilation):
+    """(input, int padding) for conv2d's padding='valid' or 'same' (stride 1): 'same' pads each dim by
+    dilation * (k - 1) in all, the odd one more at the bottom/right, as nbops.conv2d and torch do; an
+    uneven split is added to the input first (zeros), the even part stays the op's padding."""
+    if padding == "valid":
+        return input, (0, 0)
+    totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    extra = [t % 2 for t in totals]
+    if any(extra):
+        input = nn.functional.pad(input, (0, extra[1], 0, extra[0]))
+    return input, tuple(t // 2 for t in totals)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):

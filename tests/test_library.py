@@ -359,3 +359,18 @@ def test_an_exported_program_loads_after_import_nbops_alone(tmp_path, imports):
     run(EXPORT)
     difference, _ = run(LOAD.format(imports=imports)).split()
     assert float(difference) <= 1e-6
+
+
+@pytest.mark.parametrize("padding,kernel,dilation", [("same", 3, 1), ("same", 4, 1), ("same", (2, 3), (3, 1)), ("valid", 3, 2)])
+def test_compiled_conv2d_module_with_string_padding(padding, kernel, dilation):
+    """nbops.nn.Conv2d with padding='same' or 'valid' traces through the op too (an uneven 'same' pads
+    the input first), with torch's result."""
+    import nbops.nn as nnb
+
+    torch.manual_seed(0)
+    module = nnb.Conv2d(3, 4, kernel, padding=padding, dilation=dilation)
+    reference = torch.nn.Conv2d(3, 4, kernel, padding=padding, dilation=dilation)
+    reference.load_state_dict(module.state_dict())
+    x = randn((2, 3, 11, 10), torch.float32, seed=1)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    assert_same(compiled(x), reference(x), SUM_TOL[torch.float32])
