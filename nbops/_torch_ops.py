@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.util
 import sys
 import warnings
 
@@ -26,16 +25,18 @@ def _register() -> None:
 
 
 class _AfterExec(importlib.abc.Loader):
-    """torch's own loader, followed by the registration."""
+    """torch's own loader, followed by the registration (and the hook's removal)."""
 
-    def __init__(self, loader):
-        self.loader = loader
+    def __init__(self, loader, hook):
+        self.loader, self.hook = loader, hook
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
         self.loader.exec_module(module)
+        if self.hook in sys.meta_path:
+            sys.meta_path.remove(self.hook)
         _register()
 
     def __getattr__(self, name):
@@ -43,16 +44,21 @@ class _AfterExec(importlib.abc.Loader):
 
 
 class _WhenTorchIsImported(importlib.abc.MetaPathFinder):
-    """Finds torch with the other finders, and wraps its loader (then leaves sys.meta_path)."""
+    """Finds torch with the other finders and wraps its loader; it leaves sys.meta_path once torch has
+    been imported (a lookup alone, importlib.util.find_spec("torch"), leaves it in place)."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "torch":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("torch")
-        if spec is not None and spec.loader is not None:
-            spec.loader = _AfterExec(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _AfterExec(spec.loader, self)
+                return spec
+        return None
 
 
 def register_when_torch_is_there() -> None:

@@ -21,6 +21,8 @@ also takes 'same' and 'valid'.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -520,7 +522,9 @@ def _(input, target, reduction="mean", weight=None):
 def mse_loss_backward(grad_output, input, target, reduction, weight, output_mask):
     """(grad_input, grad_target, grad_weight), each in its argument's shape, empty where output_mask says
     not needed."""
-    x, y, w, args = loss.mse_loss_arrays(input, target, None, None, reduction, weight)
+    with warnings.catch_warnings():  # (the forward pass has warned about differing shapes already)
+        warnings.simplefilter("ignore", UserWarning)
+        x, y, w, args = loss.mse_loss_arrays(input, target, None, None, reduction, weight)
     grads = cpu_loss.run_mse_loss_backward(_array(grad_output), x, y, w, *args, tuple(output_mask))
     return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
 
