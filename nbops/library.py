@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import activation, conv, loss, normalization, pooling, roi
-from ._arrays import contiguous
+from .autograd import _array, _tensor  # (tensor <-> C-contiguous array, as autograd's Functions do)
 from .cpu import activation as cpu_activation
 from .cpu import conv as cpu_conv
 from .cpu import loss as cpu_loss
@@ -40,14 +40,6 @@ from .cpu import roi as cpu_roi
 def _op(name, schema=None):
     """Decorator: the function as the custom op nbops::name (CPU, no argument mutated)."""
     return torch.library.custom_op(f"nbops::{name}", mutates_args=(), device_types="cpu", schema=schema)
-
-
-def _array(tensor: Tensor) -> np.ndarray:
-    return contiguous(tensor.detach().numpy())
-
-
-def _tensor(array) -> Tensor:
-    return torch.from_numpy(contiguous(np.asarray(array)))
 
 
 def _pair(value) -> tuple:

@@ -105,9 +105,9 @@ class MaxPool2d(nn.MaxPool2d):
     """torch.nn.MaxPool2d computed by nbops.max_pool2d."""
 
     def forward(self, input):
-        if _traced():
+        if _traced():  # (torch's module has made stride the kernel size where it was not given)
             op = torch.ops.nbops.max_pool2d_with_indices if self.return_indices else torch.ops.nbops.max_pool2d
-            return op(input, self.kernel_size, self.stride or [], self.padding, self.dilation, self.ceil_mode)
+            return op(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
         return F.max_pool2d(
             input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
         )
@@ -117,12 +117,8 @@ class AvgPool2d(nn.AvgPool2d):
     """torch.nn.AvgPool2d computed by nbops.avg_pool2d."""
 
     def forward(self, input):
-        if _traced():
-            return torch.ops.nbops.avg_pool2d(
-                input, self.kernel_size, self.stride or [], self.padding, self.ceil_mode, self.count_include_pad,
-                self.divisor_override,
-            )
-        return F.avg_pool2d(
+        avg_pool2d = torch.ops.nbops.avg_pool2d if _traced() else F.avg_pool2d
+        return avg_pool2d(
             input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
             self.divisor_override,
         )

@@ -508,7 +508,7 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
             offsets = (k * plane + (dm + top) * plane_w + (dl + left)).reshape(-1).astype(np.int64)
             k, m, l = np.meshgrid(np.arange(group_in), rows_m, cols_l, indexing="ij")
             tap_index = ((k * group_out * kh + m) * kw + l).reshape(-1).astype(np.int64)
-            taps = None if tiled else w.reshape(-1)[channel_base[:, None] + tap_index[None, :]]
+            taps = None if tiled else _Taps(w.reshape(-1), (out_channels, tap_index.size), channel_base, tap_index).dense()
             phases.append((a, c, offsets, tap_index, taps))
     # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
     need = max((groups - 1) * group_size + phase_h * plane_w + TILE_COLUMNS + (int(o.max()) if o.size else 0) for _, _, o, _, _ in phases)
