@@ -28,9 +28,6 @@ from .roi import roi_pool  # noqa: E402
 
 __version__ = "0.1.0"
 
-from ._torch_ops import register_when_torch_is_there  # noqa: E402
-
-register_when_torch_is_there()  # torch.ops.nbops: now if torch is imported, else right after it is
 
 
 def get_backend() -> str:
@@ -70,3 +67,8 @@ __all__ = [
     "use_backend",
     "__version__",
 ]
+
+# (last: registering the torch custom operators imports the package's own names, use_backend too)
+from ._torch_ops import register_when_torch_is_there  # noqa: E402
+
+register_when_torch_is_there()  # torch.ops.nbops: now if torch is imported, else right after it is

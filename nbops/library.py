@@ -10,7 +10,9 @@ operator but flatten, a view. Their backward passes are ops of their own (sigmoi
 conv2d_backward, conv_transpose2d_backward, avg_pool2d_backward, max_pool2d_backward,
 batch_norm_backward, cross_entropy_backward, mse_loss_backward, roi_pool_backward) so that a traced graph
 (torch.compile, torch.export) holds nbops ops on the way back too. Each op has:
-- a CPU kernel: the public function (its argument checks, then the CPU backend), run without autograd;
+- a CPU kernel: the public function (its argument checks, then the active backend), run without
+  autograd; and a CUDA kernel, for CUDA tensors: the same on the cuda backend (the backward ops: a
+  NotImplementedError, as the cuda backend has no backward passes yet);
 - a fake (meta) implementation that gives the output's shape, dtype and strides (contiguous, as the
   CPU kernel returns) without reading data: the shapes come from torch's own op run on the fake
   tensors, which nbops matches by design (the tests check the real outputs against torch);
@@ -27,7 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import activation, conv, loss, normalization, pooling, roi
+from . import activation, conv, loss, normalization, pooling, roi, use_backend
+from ._arrays import wrap
+from ._dispatch import backend
 from .autograd import _array, _tensor  # (tensor <-> C-contiguous array, as autograd's Functions do)
 from .cpu import activation as cpu_activation
 from .cpu import conv as cpu_conv
@@ -37,9 +41,42 @@ from .cpu import pooling as cpu_pooling
 from .cpu import roi as cpu_roi
 
 
+CUDA_KERNELS: dict = {}  # op name -> its CUDA kernel (the tests call them under Numba's simulator too)
+
+
 def _op(name, schema=None):
-    """Decorator: the function as the custom op nbops::name (CPU, no argument mutated)."""
-    return torch.library.custom_op(f"nbops::{name}", mutates_args=(), device_types="cpu", schema=schema)
+    """Decorator: the function as the custom op nbops::name (no argument mutated), with a CPU kernel
+    and a CUDA kernel (_cuda_kernel)."""
+
+    def decorate(fn):
+        op = torch.library.custom_op(f"nbops::{name}", fn, mutates_args=(), device_types="cpu", schema=schema)
+        kernel = CUDA_KERNELS[name] = _cuda_kernel(name, fn)
+        op.register_kernel("cuda", kernel)
+        return op
+
+    return decorate
+
+
+def _cuda_kernel(name, fn):
+    """The CUDA kernel of op `name` whose CPU kernel is fn. A forward op: fn on the cuda backend (the
+    public function takes the CUDA tensors in place, runs the numba.cuda kernels on torch's current
+    stream and returns CUDA tensors). A backward op: a NotImplementedError, as the cuda backend has no
+    backward passes yet (eager nbops raises the same when a CUDA tensor requires grad)."""
+    if name.endswith("_backward"):
+
+        def refuse(*args, **kwargs):
+            raise NotImplementedError(
+                f"nbops::{name}: gradients are not implemented on the cuda backend yet: train on the CPU, "
+                "or run CUDA tensors under torch.no_grad()"
+            )
+
+        return refuse
+
+    def on_cuda(*args, **kwargs):
+        with use_backend("cuda"):
+            return fn(*args, **kwargs)
+
+    return on_cuda
 
 
 def _pair(value) -> tuple:
@@ -555,8 +592,8 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     """(output, argmax), as torchvision's op: boxes a Tensor[K, 5]; argmax (int64, not differentiable)
     the flat index h * W + w of each bin's max in its plane, -1 where the bin is empty."""
     x, bins = roi.roi_pool_arrays(input, boxes, _pair(output_size), spatial_scale)
-    out, argmax = cpu_roi.run_roi_pool(x, *bins)
-    return _tensor(out), _tensor(argmax)
+    out, argmax = backend("roi").run_roi_pool(x, *bins)
+    return wrap(out, input), wrap(argmax, input)
 
 
 @roi_pool.register_fake

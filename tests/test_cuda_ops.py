@@ -284,3 +284,86 @@ def test_empty_denominators_on_gpu_give_nan_like_torch():
     assert torch.isnan(nbops.cross_entropy(x, target, ignore_index=2)) and torch.isnan(F.cross_entropy(x, target, ignore_index=2))
     zero = torch.zeros((4, 3))
     assert torch.isnan(nbops.mse_loss(x, zero, weight=zero)) and torch.isnan(F.mse_loss(x, zero, weight=zero))
+
+
+# --------------------------------------------------------------------- torch.ops.nbops' CUDA kernels
+# Registered for CUDA tensors (nbops/library.py); the simulator has no torch CUDA tensors, so here each
+# kernel is called as torch's dispatcher would call it, on host tensors (which the cuda backend copies
+# to the simulated GPU), and compared with torch. On a GPU the dispatch itself is tested too.
+
+
+def _custom_op_cases():
+    x = randn((2, 4, 7, 6), seed=1)
+    w, b = randn((6, 2, 3, 3), seed=2), randn((6,), seed=3)
+    wt = randn((4, 3, 3, 2), seed=4)
+    rm, rv = torch.linspace(-1, 1, 4), torch.linspace(0.5, 2, 4)
+    scores, target = randn((5, 4), seed=5), torch.tensor([0, 3, 1, 1, 2])
+    y = randn((2, 4, 7, 6), seed=6)
+    boxes = _boxes(5, 7, 6, 2, torch.float32)
+    return [
+        ("sigmoid", (x,), lambda: torch.sigmoid(x), "_sigmoid"),
+        ("conv2d", (x, w, b, [2, 1], [1, 0], [1, 2], 2), lambda: F.conv2d(x, w, b, (2, 1), (1, 0), (1, 2), 2), "_conv2d_tiled"),
+        ("conv_transpose2d", (x, wt, None, [2, 2], [1, 0], [1, 0], 2, [1, 1]),
+         lambda: F.conv_transpose2d(x, wt, None, 2, (1, 0), (1, 0), 2, 1), "_conv_transpose2d"),
+        ("avg_pool2d", (x, [3, 3], [2, 2], [1, 1], True, False, None), lambda: F.avg_pool2d(x, 3, 2, 1, True, False), "_avg_pool2d"),
+        ("max_pool2d_with_indices", (x, [3, 2], [], [1, 0], [1, 1], True),
+         lambda: F.max_pool2d(x, (3, 2), None, (1, 0), 1, True, return_indices=True), "_max_pool2d"),
+        ("batch_norm_functional", (x, rm, rv, None, b[:4], True, 0.2, 1e-5),
+         lambda: (lambda m, v: (F.batch_norm(x, m, v, None, b[:4], True, 0.2, 1e-5), m, v))(rm.clone(), rv.clone()), "_normalize"),
+        ("cross_entropy", (scores, target, None, 1, "sum", 0.1),
+         lambda: F.cross_entropy(scores, target, ignore_index=1, reduction="sum", label_smoothing=0.1), "_cross_entropy_class"),
+        ("mse_loss", (x, y, "none", None), lambda: F.mse_loss(x, y, reduction="none"), "_squared_error"),
+        ("roi_pool", (x, boxes, [2, 3], 1.0), None, "_roi_pool"),
+    ]
+
+
+def _check_custom_op(name, args, expected, got):
+    """got (the op's results) equal torch's on the host arguments args."""
+    if expected is None:  # roi_pool: (output, argmax) as torchvision's op gives them
+        out, argmax = torch.ops.torchvision.roi_pool(args[0], args[1], 1.0, *args[2])
+        expected = (out, argmax.long())  # (nbops' argmax is int64, torchvision's int32)
+    else:
+        expected = expected()
+    got = got if isinstance(got, tuple) else (got,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(got) == len(expected), name
+    for g, e in zip(got, expected):
+        assert_same(g.cpu(), e, SUM_TOL[torch.float32])
+
+
+@pytest.mark.parametrize("case", _custom_op_cases(), ids=lambda case: case[0])
+def test_custom_op_cuda_kernels(case):
+    from nbops import library
+
+    name, args, expected, kernel = case
+    before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    with nbops.use_backend("cpu"):  # the kernel picks the cuda backend itself
+        with ran(kernel):
+            got = library.CUDA_KERNELS[name](*args)
+    _check_custom_op(name, args, expected, got)
+    for a, b in zip(args, before):  # inputs (and batch_norm's running statistics: the op returns new ones) unchanged
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b)
+
+
+def test_custom_op_backward_cuda_kernels_refuse():
+    from nbops import library
+
+    backward = [name for name in library.CUDA_KERNELS if name.endswith("_backward")]
+    assert len(backward) == 9
+    for name in backward:
+        with pytest.raises(NotImplementedError, match=f"nbops::{name}: gradients are not implemented on the cuda backend"):
+            library.CUDA_KERNELS[name](torch.zeros(1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU (the dispatch to the CUDA kernels needs one)")
+def test_custom_ops_on_torch_cuda_tensors():
+    for name, args, expected, kernel in _custom_op_cases():
+        on_gpu = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
+        with nbops.use_backend("cpu"), ran(kernel):  # the tensors' device picks the CUDA kernel
+            got = getattr(torch.ops.nbops, name)(*on_gpu)
+        assert all(g.is_cuda for g in (got if isinstance(got, tuple) else (got,))), name
+        _check_custom_op(name, args, expected, got)
+    x = randn((2, 3, 5, 5)).cuda().requires_grad_()
+    with pytest.raises(NotImplementedError, match="gradients are not implemented on the cuda backend"):
+        torch.ops.nbops.sigmoid(x).sum().backward()
