@@ -520,16 +520,16 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
         part = out[:, :, a::sh, c::sw]
         if part.size == 0:
             continue
-        result = np.empty(part.shape, dtype=out.dtype)
-        work = _conv_work(result.size, offsets.size)
-        if tiled and offsets.size:
+        work = _conv_work(part.size, offsets.size)
+        if tiled and offsets.size:  # (the tiles write the strided part in place)
             order = np.argsort(offsets, kind="stable")
-            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], offsets.size // group_in, group_size, groups, bias, result, plane_w, work)
+            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], offsets.size // group_in, group_size, groups, bias, part, plane_w, work)
         elif tiled:  # no tap reaches this phase: the bias
-            result[...] = bias.reshape(1, -1, 1, 1)
+            part[...] = bias.reshape(1, -1, 1, 1)
         else:
+            result = np.empty(part.shape, dtype=out.dtype)
             _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, bias, result, plane_w, rows)
-        part[...] = result
+            part[...] = result
 
 
 def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, dilations, groups):
@@ -615,11 +615,10 @@ def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, g
             read = np.empty((batch, in_channels, out_h, out_w), dtype=x4.dtype)
             _conv2d_fast(gy, _turned(w, groups), zeros, read, (1, 1), (0, 0), (out_h, out_w), dilations, groups)
             grad_input[:, :, : (out_h - 1) * strides[0] + 1 : strides[0], : (out_w - 1) * strides[1] + 1 : strides[1]] = read
-        else:  # the transposed convolution over the padded input, cropped to the input
-            reach = ((out_h - 1) * strides[0] + extent[0] + 1, (out_w - 1) * strides[1] + extent[1] + 1)
-            full = np.zeros((batch, in_channels) + padded, dtype=x4.dtype)  # rows past the last window get 0
-            _conv_transpose2d_fast(gy, w, zeros, full[:, :, : reach[0], : reach[1]], strides, (0, 0), dilations, groups)
-            grad_input = contiguous(full[:, :, before[0] : before[0] + height, before[1] : before[1] + width])
+        else:  # the transposed convolution with the same stride, its padding `before` cropped off the
+            # top and left (as conv_transpose2d's padding does) and its output the input's size
+            grad_input = np.empty(x4.shape, dtype=x4.dtype)
+            _conv_transpose2d_fast(gy, w, zeros, grad_input, strides, before, dilations, groups)
     if needs[1]:
         grad_weight = _weight_grad(x4, gy, w.shape, out_h, strides, before, padded, dilations, groups)
     if len(needs) > 2 and needs[2]:
