@@ -90,6 +90,30 @@ def test_conv_transpose2d_matches_torch(case, batched, dtype, path):
         assert_same(nbops.conv_transpose2d(input=x, weight=w, **kw_args), expected, SUM_TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group_out", [3, 4, 5, 8, 9, 12, 13, 16, 17, 21, 24, 28])
+def test_tiles_of_every_height(group_out, dtype):
+    """The register tiles' last block of each group has 12, 8 or 4 rows (tile12x32, tile8x32, tile4x32)
+    after whole blocks of 12: conv2d and conv_transpose2d (with a stride: phases written in place) with
+    group_out output channels in each of two groups, and conv2d's input gradient (a convolution whose
+    output channels are the input's) with group_out input channels per group, stride 1 and 2."""
+    x = randn((2, 6, 9, 8), dtype, seed=group_out)
+    w = randn((2 * group_out, 3, 3, 2), dtype, seed=1)
+    b = randn((2 * group_out,), dtype, seed=2)
+    wt = randn((6, group_out, 3, 3), dtype, seed=3)
+    xg = randn((2, 2 * group_out, 9, 8), dtype, seed=4).requires_grad_()
+    wg = randn((10, group_out, 3, 3), dtype, seed=5)
+    with conv_path("tiles"):
+        for stride in (1, 2):
+            assert_same(nbops.conv2d(x, w, b, stride, 1, 1, 2), F.conv2d(x, w, b, stride, 1, 1, 2), SUM_TOL[dtype])
+            assert_same(
+                nbops.conv_transpose2d(x, wt, b, stride, 1, 0, 2), F.conv_transpose2d(x, wt, b, stride, 1, 0, 2), SUM_TOL[dtype]
+            )
+            mine = torch.autograd.grad(nbops.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
+            expected = torch.autograd.grad(F.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
+            assert_same(mine, expected, SUM_TOL[dtype])
+
+
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_narrow_inputs_with_wide_dilated_kernels(width):
     # taps whose every output column falls outside the row (found by hypothesis: once read out of bounds)

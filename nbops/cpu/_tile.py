@@ -38,8 +38,10 @@ TILE_ROWS = 12  # output channels per tile
 TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32 (of 8 float64: 16 positions)
 
 
-@intrinsic
-def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+    """The typing and codegen of a tile of `rows` (<= 12) output channels x 2L positions: tile12x32,
+    and tile8x32 and tile4x32 for the last block of a group whose channels are not a multiple of 12
+    (64 channels: 5 blocks of 12 and one of 4, not 72 rows). The weights keep their 12 values per tap."""
     arrays = (src, offsets, weights, out)
     if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
         return None
@@ -77,7 +79,7 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
         builder.position_at_end(loop)
         t = builder.phi(i64)
         t.add_incoming(const(0), entry)
-        sums = [[builder.phi(vector) for _ in range(2)] for _ in range(TILE_ROWS)]
+        sums = [[builder.phi(vector) for _ in range(2)] for _ in range(rows)]
         for row in sums:
             for value in row:
                 value.add_incoming(ir.Constant(vector, [0.0] * lanes), entry)
@@ -85,17 +87,17 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
         inputs = [builder.load(vector_at(src_p, builder.add(base, const(lanes * c))), align=size) for c in range(2)]
         weight_base = builder.add(wstart, builder.mul(t, const(TILE_ROWS)))
         updated = []
-        for r in range(TILE_ROWS):
+        for r in range(rows):
             weight = broadcast(weights_p, builder.add(weight_base, const(r)))
             updated.append([builder.call(fma, [weight, inputs[c], sums[r][c]]) for c in range(2)])
         t_next = builder.add(t, const(1))
         t.add_incoming(t_next, loop)
-        for r in range(TILE_ROWS):
+        for r in range(rows):
             for c in range(2):
                 sums[r][c].add_incoming(updated[r][c], loop)
         builder.cbranch(builder.icmp_signed("<", t_next, ntaps), loop, done)
         builder.position_at_end(done)
-        for r in range(TILE_ROWS):
+        for r in range(rows):
             row = builder.add(ostart, builder.mul(ostride, const(r)))
             for c in range(2):
                 pointer = vector_at(out_p, builder.add(row, const(lanes * c)))
@@ -103,6 +105,21 @@ def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostar
         return context.get_dummy_value()
 
     return signature, codegen
+
+
+@intrinsic
+def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+    return _tile_typing(12, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
+
+
+@intrinsic
+def tile8x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+    return _tile_typing(8, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
+
+
+@intrinsic
+def tile4x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+    return _tile_typing(4, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
 
 
 TILE_TARGET = 4096  # output positions (q) per task of _conv2d_tiles at most (more tiles per weight load)
@@ -123,7 +140,8 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
     while the task runs) and `rows` output rows, i.e. the flat positions q = h*Wq + w of those rows
     rounded up to tiles of 32 (the extra positions read the planes' slack and are thrown away with the
     columns w >= W_out). Its loops, outermost first: each run of `run` taps (their inputs and weights
-    stay in L1); each tile of 32 positions; each block of the chunk: one tile12x32 call, which sums the
+    stay in L1); each tile of 32 positions; each block of the chunk: one tile12x32 call (tile8x32 or
+    tile4x32 for a group's last block of at most 8 or 4 channels), which sums the
     run of taps in registers and adds them to the task's buffer (which starts at the bias). The
     buffer's columns w < W_out are then copied to out.
     """
@@ -156,7 +174,14 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
                 q = tile * columns
                 for b in range(b0, b1):
                     weights = packed[g * blocks + b, t0 * TILE_ROWS :]
-                    tile12x32(src, start + q, taps, t1 - t0, weights, 0, flat, (b - b0) * TILE_ROWS * width + q, width)
+                    at = (b - b0) * TILE_ROWS * width + q
+                    left = group_out - b * TILE_ROWS  # (the group's last block may hold fewer channels)
+                    if left > 8:
+                        tile12x32(src, start + q, taps, t1 - t0, weights, 0, flat, at, width)
+                    elif left > 4:
+                        tile8x32(src, start + q, taps, t1 - t0, weights, 0, flat, at, width)
+                    else:
+                        tile4x32(src, start + q, taps, t1 - t0, weights, 0, flat, at, width)
         for j in range(b0 * TILE_ROWS, min(group_out, b1 * TILE_ROWS)):
             for h in range(h0, h1):
                 row = sums[j - b0 * TILE_ROWS, (h - h0) * plane_w :]
