@@ -103,7 +103,10 @@ def test_tiles_of_every_height(group_out, dtype):
     wt = randn((6, group_out, 3, 3), dtype, seed=3)
     xg = randn((2, 2 * group_out, 9, 8), dtype, seed=4).requires_grad_()
     wg = randn((10, group_out, 3, 3), dtype, seed=5)
+    w1 = randn((2 * group_out, 3, 1, 1), dtype, seed=6)
     with conv_path("tiles"):
+        # 1x1, no padding: the input in place, its last sample apart (the tiles read past each sample)
+        assert_same(nbops.conv2d(x, w1, b, 1, 0, 1, 2), F.conv2d(x, w1, b, 1, 0, 1, 2), SUM_TOL[dtype])
         for stride in (1, 2):
             assert_same(nbops.conv2d(x, w, b, stride, 1, 1, 2), F.conv2d(x, w, b, stride, 1, 1, 2), SUM_TOL[dtype])
             assert_same(

@@ -129,7 +129,7 @@ TILE_TAPS = 256  # taps per run of tile12x32 (fewer where each tap reads another
 
 
 @parallel_kernel(cache=True)
-def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk, run):
+def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk, run):
     """conv2d (float32 or float64), the formula of conv.py's _conv2d_planes:
 
         out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
@@ -143,7 +143,8 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
     stay in L1); each tile of 32 positions; each block of the chunk: one tile12x32 call (tile8x32 or
     tile4x32 for a group's last block of at most 8 or 4 channels), which sums the
     run of taps in registers and adds them to the task's buffer (which starts at the bias). The
-    buffer's columns w < W_out are then copied to out.
+    buffer's columns w < W_out are then copied to out. Samples n >= len(xs) read tail(n - len(xs))
+    instead (conv.py's _phase_layout: the input in place but its last sample, which gets slack).
     """
     batch, out_channels, out_h, out_w = out.shape
     group_out = out_channels // groups
@@ -164,7 +165,7 @@ def _conv2d_tiles(xs, packed, packed_bias, offsets, group_size, groups, out, pla
         sums = np.empty(((b1 - b0) * TILE_ROWS, width), dtype=out.dtype)
         flat = sums.reshape(-1)
         start = g * group_size + h0 * plane_w
-        src = xs[n]
+        src = xs[n] if n < xs.shape[0] else tail[n - xs.shape[0]]
         for r in range(sums.shape[0]):
             sums[r, :] = packed_bias[(g * blocks + b0) * TILE_ROWS + r]
         for t0 in range(0, ntaps, run):
@@ -392,10 +393,10 @@ def _channel_blocks(grad_out, groups, plane_w, grads):
 # ------------------------------------------------------------------------------------------- drivers
 
 
-def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, group_size, groups, bias, out, plane_w, work):
+def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, group_size, groups, bias, out, plane_w, work, tail=None):
     """out = the phase-plane convolution of xs through _conv2d_tiles, with T >= 1 taps at `offsets`
     (sorted), taps_per_channel of them reading each input channel's planes, and taps(j, t) =
-    weights.flat[channel_base(j) + tap_index(t)]."""
+    weights.flat[channel_base(j) + tap_index(t)]; `tail`: the planes of the samples past len(xs)."""
     out_channels, count = channel_base.size, tap_index.size
     group_out = out_channels // groups
     blocks = -(-group_out // TILE_ROWS)
@@ -413,7 +414,8 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     # a run's inputs stay in L1: about 28 input channels (all the taps of a 3x3 kernel on each), so
     # runs of 1x1 taps are short (64 taps: measured best of 32-512 on ResNet-50's 1x1 layers)
     run = min(TILE_TAPS, max(64, taps_per_channel * 28))
-    _conv2d_tiles.pick(work)(xs, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk, run)
+    tail = xs[:0] if tail is None else tail
+    _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk, run)
 
 
 WEIGHT_RUN = 256  # positions (of one sample or several) per rows6x32 call of _conv2d_weight_tiles
