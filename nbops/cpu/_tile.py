@@ -38,10 +38,16 @@ TILE_ROWS = 12  # output channels per tile
 TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32 (of 8 float64: 16 positions)
 
 
-def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
+TILE_PREFETCH = 16  # taps ahead whose input lines a tile prefetches (0: none)
+
+
+def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, prefetch=TILE_PREFETCH):
     """The typing and codegen of a tile of `rows` (<= 12) output channels x 2L positions: tile12x32,
     and tile8x32 and tile4x32 for the last block of a group whose channels are not a multiple of 12
-    (64 channels: 5 blocks of 12 and one of 4, not 72 rows). The weights keep their 12 values per tap."""
+    (64 channels: 5 blocks of 12 and one of 4, not 72 rows). The weights keep their 12 values per tap.
+    Each tap step also prefetches the input lines of the tap `prefetch` taps ahead (the last tap's near
+    the end): a 1x1 kernel's taps each read another channel's plane, which the hardware prefetchers do
+    not foresee (256->64 1x1 on 56x56: 97-102 -> 132-140 GFLOP/s; 3x3 layers +0-10%)."""
     arrays = (src, offsets, weights, out)
     if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
         return None
@@ -85,6 +91,15 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
                 value.add_incoming(ir.Constant(vector, [0.0] * lanes), entry)
         base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
         inputs = [builder.load(vector_at(src_p, builder.add(base, const(lanes * c))), align=size) for c in range(2)]
+        if prefetch:
+            ahead = builder.add(t, const(prefetch))
+            last = builder.sub(ntaps, const(1))
+            ahead = builder.select(builder.icmp_signed("<", ahead, last), ahead, last)
+            future = builder.add(start, builder.load(builder.gep(offsets_p, [ahead])))
+            pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
+            for c in range(3):
+                address = builder.bitcast(builder.gep(src_p, [builder.add(future, const(16 * c))]), ir.IntType(8).as_pointer())
+                builder.call(pf, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         weight_base = builder.add(wstart, builder.mul(t, const(TILE_ROWS)))
         updated = []
         for r in range(rows):
