@@ -5,7 +5,6 @@ kernel, as one small convolution per output phase.
 The drivers take checked 4-D NumPy arrays and normalised sizes (pairs of ints) and return new arrays.
 """
 
-import functools
 import math
 
 import numpy as np
@@ -13,16 +12,16 @@ from numba import njit, prange
 
 from .._arrays import contiguous
 
-from ._bounds import _end_valid, _first_valid
 from ._parallel import parallel_kernel, unravel3
+from ._planes import _phase_layout, _phase_planes, _pointwise, _Taps, _turned
 from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 
 
 # ---------------------------------------------------------------------------------------------------
 # conv2d's fast path: the same sum, reorganised so that the inner loop is long and reads memory little.
 #
-# 1. _phase_planes copies the input once into zero-padded planes, split by stride phase: padded
-#    position (r, col) goes to plane (c, r % sh, col % sw) at (r // sh, col // sw), every plane
+# 1. _phase_planes (nbops/cpu/_planes.py) copies the input once into zero-padded planes, split by
+#    stride phase: padded position (r, col) goes to plane (c, r % sh, col % sw) at (r // sh, col // sw), every plane
 #    Hq x Wq. Then the input that tap (k, m, l) of output (h, w) reads,
 #        padded (h*sh + m*dh, w*sw + l*dw),
 #    sits in one plane at flat index (h*Wq + w) + offset(k, m, l): one offset per tap, any stride or
@@ -41,40 +40,6 @@ from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 #    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes)
 #    with 12 taps x 2L output channels in registers over the output positions.
 # ---------------------------------------------------------------------------------------------------
-
-
-@parallel_kernel(cache=True)
-def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
-    """xs(n, ((c * sh + r % sh) * sw + col % sw) * Hq * Wq + (r // sh) * Wq + col // sw)
-    = input(n, c, r - ph, col - pw), zero where that is padding; `slack` zeros after the last plane
-    (the thrown-away columns read a little past it)."""
-    batch, channels, height, width = x.shape
-    plane = plane_h * plane_w
-    xs = np.empty((batch, channels * sh * sw * plane + slack), dtype=x.dtype)
-    xs[:, channels * sh * sw * plane :] = 0
-    for task in prange(batch * channels):
-        n = task // channels
-        c = task - n * channels
-        xs[n, c * sh * sw * plane : (c + 1) * sh * sw * plane] = 0  # (each task zeroes its planes: in parallel)
-        for ih in range(height):
-            r = ih + ph
-            base = (c * sh + r % sh) * sw * plane + (r // sh) * plane_w
-            src = x[n, c, ih]
-            if sw == 1:
-                dst = xs[n, base + pw : base + pw + width]
-                for iw in range(width):
-                    dst[iw] = src[iw]
-            else:  # phase by phase: padded columns col = q * sw + phase, input column col - pw
-                for phase in range(sw):
-                    q0 = _first_valid(phase - pw, sw)  # first q with q * sw + phase - pw >= 0
-                    q1 = _end_valid(phase - pw, sw, width, plane_w)  # ... and < width
-                    if q1 <= q0:
-                        continue
-                    dst = xs[n, base + phase * plane + q0 : base + phase * plane + q1]
-                    picked = src[q0 * sw + phase - pw :]  # (indexed from 0: no wraparound test per element)
-                    for q in range(q1 - q0):  # (no division per element: that cost more than the copy)
-                        dst[q] = picked[q * sw]
-    return xs
 
 
 @njit(cache=True, inline="always")
@@ -355,74 +320,11 @@ def run_conv2d(x4, w, b, strides, before, after, dilations, groups, out_hw):
     return out
 
 
-def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups, over_read=TILE_COLUMNS, tail=False):
-    """The phase planes of the (padded) input and each tap's offset in its group's planes (see the
-    top of this file): (xs, offsets in (k, m, l) order, group_size, plane_w). `out_h` is the number of
-    output rows that will be read, and a kernel reads up to `over_read` positions past the last one
-    (the thrown-away columns of the last row read a little past the last plane: the layout ends with
-    enough zeros for them). Without padding, stride or slack, the planes are the input itself (no copy).
-
-    With tail=True, returns a fifth value: None, or (when the input would be its own planes but for the
-    slack) the planes of the last sample alone, xs then being the input in place without that sample:
-    each other sample's last tile reads a little into the next sample, and throws it away."""
-    (sh, sw), (dh, dw) = strides, dilations
-    group_in, kh, kw = w_shape[1:]
-    plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
-    offsets = _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w)
-    group_size = group_in * sh * sw * plane_h * plane_w
-    need = (groups - 1) * group_size + out_h * plane_w + over_read + (int(offsets.max()) if offsets.size else 0)
-    slack = max(0, need - groups * group_size)
-    in_place = (sh, sw) == (1, 1) and tuple(before) == (0, 0) and tuple(padded) == x4.shape[2:]
-    if in_place and slack == 0:
-        xs, last = contiguous(x4).reshape(x4.shape[0], -1), None
-    elif in_place and tail and x4.shape[0] > 1 and slack <= groups * group_size:
-        # (a 1x1 convolution: copying the input for the over-read cost 1 ms on 8x1024x14x14, 15% of the layer)
-        xs = contiguous(x4).reshape(x4.shape[0], -1)[:-1]
-        last = _phase_planes(contiguous(x4[-1:]), 0, 0, 1, 1, plane_h, plane_w, slack)
-    else:
-        xs, last = _phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack), None
-    return (xs, offsets, group_size, plane_w, last) if tail else (xs, offsets, group_size, plane_w)
-
-
-def _pointwise(x4, w_shape, strides, before, out_hw):
-    """A 1x1 convolution without padding, as one with stride 1 over the input positions it reads:
-    (x4[:, :, ::sh, ::sw] cropped to out_hw, (1, 1), (0, 0), out_hw); None for any other convolution.
-    (Its phase planes would copy the whole input for the one plane that the taps read.)"""
-    if w_shape[2:] != (1, 1) or tuple(before) != (0, 0) or tuple(strides) == (1, 1):
-        return None
-    (sh, sw), (oh, ow) = strides, out_hw
-    if (oh - 1) * sh >= x4.shape[2] or (ow - 1) * sw >= x4.shape[3]:
-        return None  # (an output reads padding after the input)
-    return x4[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw], (1, 1), (0, 0), (oh, ow)
-
-
 def _conv_work(outputs: int, taps: int) -> int:
     """A convolution's work in the units of the kernels' serial/parallel choice (elements of an
     element-wise op, see nbops/cpu/_parallel.py): outputs x taps multiply-adds, of which one core does
     about 32 in the time it takes to stream one element through memory."""
     return outputs * taps // 32
-
-
-@functools.lru_cache(maxsize=256)
-def _tap_offsets(group_in, kh, kw, sh, sw, dh, dw, plane_h, plane_w) -> np.ndarray:
-    """offsets(k, m, l) of tap (k, m, l) in its group's phase planes, flattened in (k, m, l) order.
-    Cached (a network calls each layer's shapes over and over, and building these costs more than a
-    small layer's convolution): the kernels and callers only read it."""
-    plane = plane_h * plane_w
-    k, m, l = np.meshgrid(np.arange(group_in), np.arange(kh), np.arange(kw), indexing="ij")
-    offsets = (((k * sh + (m * dh) % sh) * sw + (l * dw) % sw) * plane + (m * dh // sh) * plane_w + l * dw // sw).reshape(-1)
-    return offsets.astype(np.int64)
-
-
-class _Taps:
-    """A convolution weight (C_out, C_in/groups, kH, kW) read from other weights where they lie, without
-    a copy: taps(j, t) = flat(channel_base(j) + tap_index(t)), t = (k, m, l) flattened."""
-
-    def __init__(self, flat, shape, channel_base, tap_index):
-        self.flat, self.shape, self.channel_base, self.tap_index = flat, shape, channel_base, tap_index
-
-    def dense(self):
-        return self.flat[self.channel_base[:, None] + self.tap_index[None, :]].reshape(self.shape)
 
 
 def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
@@ -582,18 +484,6 @@ def _bias_grad(grad4: np.ndarray) -> np.ndarray:
     if grad4.size:
         _channel_sums(grad4.reshape(batch, channels, -1), sums)
     return sums.astype(grad4.dtype)
-
-
-def _turned(w, groups):
-    """The weight of conv2d's stride-1 input gradient, as _Taps of w (no copy): each kernel turned round,
-    input and output channels swapped in each group, (C_in, C_out / groups, kH, kW)."""
-    out_channels, group_in, kh, kw = w.shape
-    group_out = out_channels // groups
-    i = np.arange(groups * group_in)
-    channel_base = ((i // group_in) * group_out * group_in + i % group_in) * kh * kw
-    j, m, l = np.meshgrid(np.arange(group_out), np.arange(kh), np.arange(kw), indexing="ij")
-    tap_index = (j * group_in * kh * kw + (kh - 1 - m) * kw + (kw - 1 - l)).reshape(-1)
-    return _Taps(w.reshape(-1), (groups * group_in, group_out, kh, kw), channel_base, tap_index.astype(np.int64))
 
 
 def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, groups, needs=(True, True, True)):
