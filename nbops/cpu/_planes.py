@@ -67,7 +67,9 @@ def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups
     need = (groups - 1) * group_size + out_h * plane_w + over_read + (int(offsets.max()) if offsets.size else 0)
     slack = max(0, need - groups * group_size)
     in_place = (sh, sw) == (1, 1) and tuple(before) == (0, 0) and tuple(padded) == x4.shape[2:]
-    if in_place and slack == 0:
+    if in_place and not x4.flags.c_contiguous:  # (_pointwise's strided view: copied in parallel)
+        xs, last = _phase_planes(x4, 0, 0, 1, 1, plane_h, plane_w, slack), None
+    elif in_place and slack == 0:
         xs, last = contiguous(x4).reshape(x4.shape[0], -1), None
     elif in_place and tail and x4.shape[0] > 1 and slack <= groups * group_size:
         # (a 1x1 convolution: copying the input for the over-read cost 1 ms on 8x1024x14x14, 15% of the layer)

@@ -396,7 +396,8 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
 def _channel_blocks(grad_out, groups, plane_w, grads):
     """grads(n, g * J + b, h * Wq + w, c) = grad_output(n, g * C_out/groups + 2L b + c, h, w): grad_output
     on the phase planes' flat positions in blocks of 2L channels (each group's channels padded to J
-    blocks), zeros elsewhere (grads comes zeroed). One task per sample, block and output row."""
+    blocks), zeros elsewhere (in the columns w >= W_out and the padding channels: written here, grads
+    may come uninitialised). One task per sample, block and output row."""
     batch, channels, out_h, out_w = grad_out.shape
     group_out = channels // groups
     blocks, columns = grads.shape[1], grads.shape[3]
@@ -407,7 +408,9 @@ def _channel_blocks(grad_out, groups, plane_w, grads):
         j0 = (block - g * jblocks) * columns
         j1 = min(columns, group_out - j0)
         src = grad_out[n, g * group_out + j0 : g * group_out + j0 + j1, h]
-        dst = grads[n, block, h * plane_w :]
+        dst = grads[n, block, h * plane_w : (h + 1) * plane_w]
+        if j1 < columns or out_w < plane_w:
+            dst[:, :] = 0
         for w in range(out_w):
             for c in range(j1):
                 dst[w, c] = src[c, w]
@@ -455,7 +458,7 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad):
     # columns past W_out and in each group's channels past a multiple of 2L)
     columns = 128 // grad4.itemsize
     jblocks = -(-channels // groups // columns)
-    grads = np.zeros((batch, groups * jblocks, rows * plane_w, columns), dtype=grad4.dtype)
+    grads = np.empty((batch, groups * jblocks, rows * plane_w, columns), dtype=grad4.dtype)
     _channel_blocks(grad4, groups, plane_w, grads)
     work = grad.size * batch * rows * plane_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
     tchunk = min(-(-offsets.size // TILE_ROWS), 16)
