@@ -26,7 +26,7 @@ both dtypes through (with torch as the reference).
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -137,6 +137,25 @@ def tile4x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart
     return _tile_typing(4, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
 
 
+@njit(cache=True)
+def _empty_aligned(count, like):
+    """An uninitialised 1-D array of `count` elements of like's dtype starting on a 64-byte boundary (a
+    cache line: the tiles' 512-bit loads and stores of it then never straddle two lines; +0-8% on the
+    forward, +6-10% on the weight gradient's grad_output blocks)."""
+    buffer = np.empty(count + 64 // like.itemsize, dtype=like.dtype)
+    skip = ((-buffer.ctypes.data) % 64) // like.itemsize
+    return buffer[skip : skip + count]
+
+
+def _aligned_empty(shape, dtype):
+    """_empty_aligned from Python: an uninitialised array of `shape` on a 64-byte boundary (NumPy puts
+    large arrays 16 bytes past one)."""
+    count = int(np.prod(shape))
+    buffer = np.empty(count + 64 // np.dtype(dtype).itemsize, dtype=dtype)
+    skip = ((-buffer.ctypes.data) % 64) // buffer.itemsize
+    return buffer[skip : skip + count].reshape(shape)
+
+
 TILE_TARGET = 4096  # output positions (q) per task of _conv2d_tiles at most (more tiles per weight load)
 TILE_WEIGHT_BYTES = 256 * 1024  # packed weights of the channel blocks of one task (kept hot in L2)
 TILE_TASKS = 8  # _conv2d_tiles makes at least this many tasks where the output rows allow
@@ -177,7 +196,7 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
         b1 = min(blocks, b0 + chunk)
         tiles = ((h1 - h0) * plane_w + columns - 1) // columns
         width = tiles * columns
-        sums = np.empty(((b1 - b0) * TILE_ROWS, width), dtype=out.dtype)
+        sums = _empty_aligned((b1 - b0) * TILE_ROWS * width, out).reshape(((b1 - b0) * TILE_ROWS, width))
         flat = sums.reshape(-1)
         start = g * group_size + h0 * plane_w
         src = xs[n] if n < xs.shape[0] else tail[n - xs.shape[0]]
@@ -458,7 +477,7 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad):
     # columns past W_out and in each group's channels past a multiple of 2L)
     columns = 128 // grad4.itemsize
     jblocks = -(-channels // groups // columns)
-    grads = np.empty((batch, groups * jblocks, rows * plane_w, columns), dtype=grad4.dtype)
+    grads = _aligned_empty((batch, groups * jblocks, rows * plane_w, columns), grad4.dtype)
     _channel_blocks(grad4, groups, plane_w, grads)
     work = grad.size * batch * rows * plane_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
     tchunk = min(-(-offsets.size // TILE_ROWS), 16)
