@@ -117,6 +117,34 @@ def test_tiles_of_every_height(group_out, dtype):
             assert_same(mine, expected, SUM_TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [7, 14])
+def test_row_tiles(size, dtype):
+    """Output rows 7 or 14 wide with at least 4L output channels per group and more than one tap per
+    input channel go through the row tiles (_conv2d_rows): conv2d 3x3 with stride 1 and 2, two groups
+    whose last block of 4L channels is part-filled, the input gradient (turned weights; with a stride,
+    transposed-convolution phases 7 wide, of 1 to 4 taps per channel) and conv_transpose2d, against
+    torch; and a 1x1 convolution beside them (the 12 x 32 tiles, on the input in place)."""
+    group_out = 80 if dtype == torch.float32 else 40
+    x = randn((3, 2 * 5, size, size), dtype, seed=size)
+    xs2 = randn((2, 2 * 5, 2 * size, 2 * size), dtype, seed=1)
+    w = randn((2 * group_out, 5, 3, 3), dtype, seed=2) * 0.3  # (sums of order 1: float32 tolerances)
+    b = randn((2 * group_out,), dtype, seed=3)
+    w1 = randn((2 * group_out, 5, 1, 1), dtype, seed=4)
+    with conv_path("tiles"):
+        assert_same(nbops.conv2d(x, w, b, 1, 1, 1, 2), F.conv2d(x, w, b, 1, 1, 1, 2), SUM_TOL[dtype])
+        assert_same(nbops.conv2d(xs2, w, b, 2, 1, 1, 2), F.conv2d(xs2, w, b, 2, 1, 1, 2), SUM_TOL[dtype])
+        assert_same(nbops.conv2d(x, w1, b, 1, 0, 1, 2), F.conv2d(x, w1, b, 1, 0, 1, 2), SUM_TOL[dtype])
+        wt = randn((2 * 5, group_out, 3, 3), dtype, seed=5) * 0.3
+        assert_same(nbops.conv_transpose2d(x, wt, b, 1, 1, 0, 2), F.conv_transpose2d(x, wt, b, 1, 1, 0, 2), SUM_TOL[dtype])
+        for source, stride in ((x, 1), (xs2, 2)):
+            xg = randn((2, 2 * group_out) + source.shape[2:], dtype, seed=6).requires_grad_()
+            wg = randn((10, group_out, 3, 3), dtype, seed=7) * 0.1
+            mine = torch.autograd.grad(nbops.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
+            expected = torch.autograd.grad(F.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
+            assert_same(mine, expected, SUM_TOL[dtype])
+
+
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_narrow_inputs_with_wide_dilated_kernels(width):
     # taps whose every output column falls outside the row (found by hypothesis: once read out of bounds)

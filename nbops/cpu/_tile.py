@@ -1,8 +1,9 @@
 """The convolutions' register tiles (nbops/cpu/conv.py, step 4 at the top). conv2d's path: a tile over
 phase planes, 12 output channels x 2L output positions (L = 16 lanes of float32, 8 of float64), summed
 over a run of taps in registers and added to the output once (tile12x32), the kernel that runs it over
-a whole convolution (_conv2d_tiles) and its weight packing (_pack_taps). The weight gradient's path at
-the end of the file: 12 taps x 2L output channels summed over the output positions (taps12x32,
+a whole convolution (_conv2d_tiles) and its weight packing (_pack_taps); for output rows 7 or 14
+wide, row tiles of 7 positions x 4L output channels instead (row7x4, _conv2d_rows: see their section).
+The weight gradient's path at the end of the file: 12 taps x 2L output channels summed over the output positions (taps12x32,
 _conv2d_weight_tiles, _channel_blocks).
 
     out(ostart + r * ostride + c) += sum_{t < ntaps} weights(wstart + 12 * t + r) * src(start + offsets(t) + c)
@@ -226,16 +227,16 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
 
 
 @parallel_kernel(cache=True)
-def _pack_taps(weights, channel_base, tap_index, groups, packed, span):
-    """_conv2d_tiles' weights: packed(g * blocks + b, TILE_ROWS * t + r) = weights(channel_base(j) +
-    tap_index(t)) for output channel j = g * C_out/groups + TILE_ROWS * b + r (taps(j, t) of the
-    formula, read from the caller's flat weights wherever they lie), each group's output channels
-    padded with zeros to blocks of TILE_ROWS. A task is one block and `span` of its taps, the tasks in
-    the order of the taps' spans, then of the blocks: with all the taps in one span, a task reads its
-    block's rows (a convolution's own weights, each row contiguous); with short spans, consecutive tasks
-    read the same taps of consecutive blocks (the turned kernel of an input gradient, whose blocks lie
-    side by side within each output channel's weights: block by block, that read jumped a page per
-    tap row, 3 ms on 512x512x3x3 against 1 ms)."""
+def _pack_taps(weights, channel_base, tap_index, groups, packed, span, by_rows):
+    """_conv2d_tiles' weights: packed(g * blocks + b, B * t + r) = weights(channel_base(j) + tap_index(t))
+    for output channel j = g * C_out/groups + B * b + r (taps(j, t) of the formula, read from the
+    caller's flat weights wherever they lie), each group's output channels padded with zeros to blocks
+    of B = packed.shape[1] // T channels (TILE_ROWS; the row tiles' blocks are 4L wide). A task is
+    one block and `span` of its taps, the tasks in the order of the spans, then of the blocks, so that
+    consecutive tasks read the same taps of neighbouring blocks; within a task, by_rows: row by row
+    (a convolution's own weights, each row's taps contiguous: 64 rows read tap by tap ran at 2 GB/s),
+    else tap by tap (a turned kernel, whose rows lie side by side: block by block over all its taps,
+    that read jumped a page per tap row, 3 ms on 512x512x3x3 against 1 ms)."""
     out_channels = channel_base.size
     count = tap_index.size
     group_out = out_channels // groups
@@ -246,12 +247,136 @@ def _pack_taps(weights, channel_base, tap_index, groups, packed, span):
         block = task - s * packed.shape[0]
         g = block // blocks
         dst = packed[block]
-        bases = np.full(TILE_ROWS, -1, dtype=np.int64)  # -1: a padding channel
-        for r in range(min(TILE_ROWS, group_out - (block - g * blocks) * TILE_ROWS)):
-            bases[r] = channel_base[g * group_out + (block - g * blocks) * TILE_ROWS + r]
-        for t in range(s * span, min(count, (s + 1) * span)):  # (writing dst in order)
-            for r in range(TILE_ROWS):
-                dst[t * TILE_ROWS + r] = weights[bases[r] + tap_index[t]] if bases[r] >= 0 else 0.0
+        width = dst.size // count
+        bases = np.full(width, -1, dtype=np.int64)  # -1: a padding channel
+        for r in range(min(width, group_out - (block - g * blocks) * width)):
+            bases[r] = channel_base[g * group_out + (block - g * blocks) * width + r]
+        t0, t1 = s * span, min(count, (s + 1) * span)
+        if by_rows:  # each row's taps in turn: a convolution's own weights, read along their rows
+            for r in range(width):
+                for t in range(t0, t1):
+                    dst[t * width + r] = weights[bases[r] + tap_index[t]] if bases[r] >= 0 else 0.0
+        else:  # each tap's rows in turn: rows close together in the weights (a turned kernel)
+            for t in range(t0, t1):
+                for r in range(width):
+                    dst[t * width + r] = weights[bases[r] + tap_index[t]] if bases[r] >= 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Narrow output planes (W_out 7 or 14: ResNet's last stages) in row tiles: ROW_TILE consecutive
+# positions of one output row x 4 vectors of output channels (4L = 64 float32, 32 float64), 28
+# registers. The positions are exactly the row's (no thrown-away columns: at 7x7 the 32-position tiles
+# computed 64 values for 49), and a tap step broadcasts 7 inputs from one place and loads 4 aligned
+# weight vectors for 28 multiply-adds (the 12 x 32 tile's two unaligned input loads split cache lines).
+
+
+def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart):
+    """out(ostart + 4L p + c) += sum_{t < ntaps} src(start + offsets(t) + p) * weights(wstart + 4L t + c)
+    for p < ROW_TILE positions and c < 4L channels (the tile's sums in registers over the taps)."""
+    arrays = (src, offsets, weights, out)
+    if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
+        return None
+    if src.dtype not in (types.float32, types.float64) or weights.dtype != src.dtype or out.dtype != src.dtype:
+        return None
+    signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        src_p, offsets_p, weights_p, out_p = (
+            cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6)
+        )
+        start, ntaps, wstart, ostart = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7))
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        single = kinds[0].dtype == types.float32
+        lanes, size = (16, 4) if single else (8, 8)
+        vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), lanes)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}{'f32' if single else 'f64'}")
+        undefined = ir.Constant(vector, ir.Undefined)
+        lane0 = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+        def at(pointer, index):  # one vector from pointer + index
+            return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
+
+        entry = builder.basic_block
+        loop = builder.append_basic_block("row.taps")
+        done = builder.append_basic_block("row.store")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        t = builder.phi(i64)
+        t.add_incoming(ir.Constant(i64, 0), entry)
+        sums = [[builder.phi(vector) for _ in range(4)] for _ in range(ROW_TILE)]
+        for row in sums:
+            for value in row:
+                value.add_incoming(ir.Constant(vector, [0.0] * lanes), entry)
+        base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
+        wbase = builder.add(wstart, builder.mul(t, ir.Constant(i64, 4 * lanes)))
+        weights = [builder.load(at(weights_p, builder.add(wbase, ir.Constant(i64, lanes * v))), align=size) for v in range(4)]
+        updated = []
+        for p in range(ROW_TILE):
+            value = builder.load(builder.gep(src_p, [builder.add(base, ir.Constant(i64, p))]))
+            x = builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, lane0)
+            updated.append([builder.call(fma, [x, weights[v], sums[p][v]]) for v in range(4)])
+        t_next = builder.add(t, ir.Constant(i64, 1))
+        t.add_incoming(t_next, loop)
+        for p in range(ROW_TILE):
+            for v in range(4):
+                sums[p][v].add_incoming(updated[p][v], loop)
+        builder.cbranch(builder.icmp_signed("<", t_next, ntaps), loop, done)
+        builder.position_at_end(done)
+        for p in range(ROW_TILE):
+            for v in range(4):
+                pointer = at(out_p, builder.add(ostart, ir.Constant(i64, 4 * lanes * p + lanes * v)))
+                builder.store(builder.fadd(builder.load(pointer, align=size), updated[p][v]), pointer, align=size)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+ROW_TILE = 7  # output positions per row tile (W_out a multiple of it)
+ROWS = True  # narrow output planes through the row tiles (False: the 12 x 32 tiles everywhere)
+ROW_RUN = 128  # taps per row-tile call (their packed weights, 32 KB in float32, stay in L1)
+
+
+@intrinsic
+def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart)
+
+
+@parallel_kernel(cache=True)
+def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows):
+    """conv2d, the formula of _conv2d_tiles (and conv.py's _conv2d_planes), in row tiles: packed(g *
+    blocks + b, 4L t + c) = taps(g * C_out/groups + 4L b + c, t) (_pack_taps, blocks 4L wide), W_out
+    a multiple of ROW_TILE. A task is one sample, group, block of 4L channels and `rows` output rows;
+    its sums, position-major (4L channels per position) and started at the bias, take each run of
+    ROW_RUN taps tile by tile, then are written to out."""
+    batch, out_channels, out_h, out_w = out.shape
+    group_out = out_channels // groups
+    width = packed.shape[1] // offsets.size
+    blocks = packed.shape[0] // groups
+    row_blocks = (out_h + rows - 1) // rows
+    ntaps = offsets.size
+    for task in prange(batch * groups * blocks * row_blocks):
+        n = task // (groups * blocks * row_blocks)
+        g, b, row_block = unravel3(task - n * groups * blocks * row_blocks, blocks, row_blocks)
+        h0 = row_block * rows
+        h1 = min(out_h, h0 + rows)
+        positions = (h1 - h0) * out_w
+        sums = _empty_aligned(positions * width, out)
+        for p in range(positions):
+            sums[p * width : (p + 1) * width] = packed_bias[(g * blocks + b) * width : (g * blocks + b + 1) * width]
+        src = xs[n] if n < xs.shape[0] else tail[n - xs.shape[0]]
+        weights = packed[g * blocks + b]
+        for t0 in range(0, ntaps, ROW_RUN):
+            t1 = min(ntaps, t0 + ROW_RUN)
+            for h in range(h0, h1):
+                for w0 in range(0, out_w, ROW_TILE):
+                    at = ((h - h0) * out_w + w0) * width
+                    row7x4(src, g * group_size + h * plane_w + w0, offsets[t0:t1], t1 - t0, weights, t0 * width, sums, at)
+        for c in range(min(width, group_out - b * width)):
+            j = g * group_out + b * width + c
+            for p in range(positions):
+                h = h0 + p // out_w
+                out[n, j, h, p - (h - h0) * out_w] = sums[p * width + c]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -444,15 +569,19 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     weights.flat[channel_base(j) + tap_index(t)]; `tail`: the planes of the samples past len(xs)."""
     out_channels, count = channel_base.size, tap_index.size
     group_out = out_channels // groups
-    blocks = -(-group_out // TILE_ROWS)
-    packed = np.empty((groups * blocks, count * TILE_ROWS), dtype=out.dtype)
-    # rows of a block close together in the weights (a turned kernel): pack tap span by tap span
-    close = out_channels > 1 and abs(int(channel_base[1]) - int(channel_base[0])) * TILE_ROWS <= 4096
-    _pack_taps(contiguous(weights).reshape(-1), channel_base, tap_index, groups, packed, 64 if close else count)
-    packed_bias = np.zeros((groups, blocks * TILE_ROWS), dtype=out.dtype)
-    packed_bias[:, :group_out] = bias.reshape(groups, group_out)
+    tail = xs[:0] if tail is None else tail
+    out_h, out_w = out.shape[2:]
+    lanes4 = 256 // out.itemsize
+    # narrow planes of a kernel wider than 1x1: row tiles (a 1x1 kernel's input is read once per tap
+    # whatever the tile: there the 12 x 32 tiles were as fast or faster, to 0.6x)
+    if ROWS and out_w % ROW_TILE == 0 and out_w <= 2 * ROW_TILE and group_out >= lanes4 and taps_per_channel > 1:
+        packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
+        split = -(-TILE_TASKS // (out.shape[0] * groups * (packed.shape[0] // groups)))  # (as below)
+        _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, -(-out_h // split))
+        return
+    packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
+    blocks = packed.shape[0] // groups
     chunk = max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * count))
-    out_h = out.shape[2]
     rows = max(1, -(-TILE_TARGET // plane_w))
     # at least TILE_TASKS tasks (the row blocks split further when there are few samples, groups and
     # chunks)
@@ -461,8 +590,22 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     # a run's inputs stay in L1: about 28 input channels (all the taps of a 3x3 kernel on each), so
     # runs of 1x1 taps are short (64 taps: measured best of 32-512 on ResNet-50's 1x1 layers)
     run = min(TILE_TAPS, max(64, taps_per_channel * 28))
-    tail = xs[:0] if tail is None else tail
-    _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias.reshape(-1), offsets, group_size, groups, out, plane_w, rows, chunk, run)
+    _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk, run)
+
+
+def _packed(weights, channel_base, tap_index, groups, width, dtype, bias):
+    """The weights packed in blocks of `width` output channels (_pack_taps), on a cache line, and the
+    bias in the same blocks (zeros in the padding channels)."""
+    out_channels, count = channel_base.size, tap_index.size
+    group_out = out_channels // groups
+    blocks = -(-group_out // width)
+    packed = _aligned_empty((groups * blocks, count * width), dtype)
+    # rows of a block close together in the weights (a turned kernel): tap by tap
+    close = out_channels > 1 and abs(int(channel_base[1]) - int(channel_base[0])) * width <= 4096
+    _pack_taps(contiguous(weights).reshape(-1), channel_base, tap_index, groups, packed, 64, not close)
+    packed_bias = np.zeros((groups, blocks * width), dtype=dtype)
+    packed_bias[:, :group_out] = bias.reshape(groups, group_out)
+    return packed, packed_bias.reshape(-1)
 
 
 WEIGHT_RUN = 256  # positions (of one sample or several) per rows6x32 call of _conv2d_weight_tiles

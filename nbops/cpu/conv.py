@@ -35,7 +35,8 @@ from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 #    pixel's inputs from the same planes once and takes dot products with the taps, four pixels and two
 #    output channels at a time, the sums held in registers.
 # 4. _conv2d_tiles computes the sum of 2. tile by tile: 12 output channels x 32 consecutive q (16 in float64)
-#    held in registers over every tap (the tile12x32 intrinsic, nbops/cpu/_tile.py) and stored once.
+#    held in registers over every tap (the tile12x32 intrinsic, nbops/cpu/_tile.py) and stored once;
+#    output rows 7 or 14 wide (no thrown-away columns there) in row tiles of 7 positions x 64 channels.
 #    2. and 3. stay as the reference the tiles are tested against (with torch), in both dtypes.
 #    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes)
 #    with 12 taps x 2L output channels in registers over the output positions.
