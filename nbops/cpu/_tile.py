@@ -39,6 +39,74 @@ TILE_ROWS = 12  # output channels per tile
 TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32 (of 8 float64: 16 positions)
 
 
+class _Lanes:
+    """What the tiles' codegen shares: the vector of `dtype` (L = 16 float32 lanes or 8 float64), its
+    fused multiply-add, int64 constants, scalar broadcasts, vector pointers, and the loop over taps
+    whose sums stay in registers (tap_loop)."""
+
+    def __init__(self, builder, dtype):
+        self.builder = builder
+        single = dtype == types.float32
+        self.lanes, self.size = (16, 4) if single else (8, 8)
+        self.i32, self.i64 = ir.IntType(32), ir.IntType(64)
+        self.vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), self.lanes)
+        self.zero = ir.Constant(self.vector, [0.0] * self.lanes)
+        name = f"llvm.fma.v{self.lanes}{'f32' if single else 'f64'}"
+        self.fma_function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vector, [self.vector] * 3), name)
+
+    def const(self, value):
+        return ir.Constant(self.i64, value)
+
+    def fma(self, a, b, c):
+        return self.builder.call(self.fma_function, [a, b, c])
+
+    def broadcast(self, pointer, index):  # the scalar at pointer + index in every lane
+        b = self.builder
+        undefined = ir.Constant(self.vector, ir.Undefined)
+        value = b.insert_element(undefined, b.load(b.gep(pointer, [index])), ir.Constant(self.i32, 0))
+        return b.shuffle_vector(value, undefined, ir.Constant(ir.VectorType(self.i32, self.lanes), [0] * self.lanes))
+
+    def at(self, pointer, index):  # a vector pointer at pointer + index (no alignment assumed)
+        return self.builder.bitcast(self.builder.gep(pointer, [index]), self.vector.as_pointer())
+
+    def outer(self, pointer, indices, vectors, sums):
+        """One step of an outer-product tile: row r of sums += the scalar at pointer + indices[r],
+        broadcast, times each of `vectors` (each broadcast next to its multiply-adds)."""
+        updated = []
+        for r, index in enumerate(indices):
+            value = self.broadcast(pointer, index)
+            updated.append([self.fma(value, vector, sums[r][c]) for c, vector in enumerate(vectors)])
+        return updated
+
+    def add_to(self, pointer, index, value):  # *(pointer + index) += value, one vector
+        address = self.at(pointer, index)
+        self.builder.store(self.builder.fadd(self.builder.load(address, align=self.size), value), address, align=self.size)
+
+    def tap_loop(self, ntaps, rows, columns, step):
+        """for t < ntaps: sums = step(t, sums), sums a rows x columns tile of vectors that starts at 0
+        and lives in registers (phi nodes); returns the final tile (ntaps >= 1)."""
+        b = self.builder
+        entry = b.basic_block
+        loop, done = b.append_basic_block("taps.loop"), b.append_basic_block("taps.done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        t = b.phi(self.i64)
+        t.add_incoming(self.const(0), entry)
+        sums = [[b.phi(self.vector) for _ in range(columns)] for _ in range(rows)]
+        for row in sums:
+            for value in row:
+                value.add_incoming(self.zero, entry)
+        updated = step(t, sums)
+        t_next = b.add(t, self.const(1))
+        t.add_incoming(t_next, loop)
+        for r in range(rows):
+            for c in range(columns):
+                sums[r][c].add_incoming(updated[r][c], loop)
+        b.cbranch(b.icmp_signed("<", t_next, ntaps), loop, done)
+        b.position_at_end(done)
+        return updated
+
+
 TILE_PREFETCH = 16  # taps ahead whose input lines a tile prefetches (0: none)
 
 
@@ -58,66 +126,34 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
 
     def codegen(context, builder, signature, args):
         kinds = signature.args
-        data = {i: cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6)}
-        src_p, offsets_p, weights_p, out_p = (data[i] for i in (0, 2, 4, 6))
+        src_p, offsets_p, weights_p, out_p = (
+            cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6)
+        )
         start, ntaps, wstart, ostart, ostride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7, 8))
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        single = kinds[0].dtype == types.float32
-        lanes, size = (16, 4) if single else (8, 8)
-        vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), lanes)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}{'f32' if single else 'f64'}")
-        undefined = ir.Constant(vector, ir.Undefined)
-        lane0 = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        v = _Lanes(builder, kinds[0].dtype)
+        i32 = v.i32
 
-        def const(value):
-            return ir.Constant(i64, value)
+        def step(t, sums):
+            base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
+            inputs = [builder.load(v.at(src_p, builder.add(base, v.const(v.lanes * c))), align=v.size) for c in range(2)]
+            if prefetch:
+                ahead = builder.add(t, v.const(prefetch))
+                last = builder.sub(ntaps, v.const(1))
+                ahead = builder.select(builder.icmp_signed("<", ahead, last), ahead, last)
+                future = builder.add(start, builder.load(builder.gep(offsets_p, [ahead])))
+                byte = ir.IntType(8).as_pointer()
+                pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]), "llvm.prefetch.p0i8")
+                for c in range(3):
+                    address = builder.bitcast(builder.gep(src_p, [builder.add(future, v.const(16 * c))]), byte)
+                    builder.call(pf, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            weight_base = builder.add(wstart, builder.mul(t, v.const(TILE_ROWS)))
+            return v.outer(weights_p, [builder.add(weight_base, v.const(r)) for r in range(rows)], inputs, sums)
 
-        def broadcast(pointer, index):
-            value = builder.load(builder.gep(pointer, [index]))
-            return builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, lane0)
-
-        def vector_at(pointer, index):  # one vector from pointer + index (no alignment assumed)
-            return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
-
-        entry = builder.basic_block
-        loop = builder.append_basic_block("tile.taps")
-        done = builder.append_basic_block("tile.store")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        t = builder.phi(i64)
-        t.add_incoming(const(0), entry)
-        sums = [[builder.phi(vector) for _ in range(2)] for _ in range(rows)]
-        for row in sums:
-            for value in row:
-                value.add_incoming(ir.Constant(vector, [0.0] * lanes), entry)
-        base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
-        inputs = [builder.load(vector_at(src_p, builder.add(base, const(lanes * c))), align=size) for c in range(2)]
-        if prefetch:
-            ahead = builder.add(t, const(prefetch))
-            last = builder.sub(ntaps, const(1))
-            ahead = builder.select(builder.icmp_signed("<", ahead, last), ahead, last)
-            future = builder.add(start, builder.load(builder.gep(offsets_p, [ahead])))
-            pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
-            for c in range(3):
-                address = builder.bitcast(builder.gep(src_p, [builder.add(future, const(16 * c))]), ir.IntType(8).as_pointer())
-                builder.call(pf, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        weight_base = builder.add(wstart, builder.mul(t, const(TILE_ROWS)))
-        updated = []
+        totals = v.tap_loop(ntaps, rows, 2, step)
         for r in range(rows):
-            weight = broadcast(weights_p, builder.add(weight_base, const(r)))
-            updated.append([builder.call(fma, [weight, inputs[c], sums[r][c]]) for c in range(2)])
-        t_next = builder.add(t, const(1))
-        t.add_incoming(t_next, loop)
-        for r in range(rows):
+            row = builder.add(ostart, builder.mul(ostride, v.const(r)))
             for c in range(2):
-                sums[r][c].add_incoming(updated[r][c], loop)
-        builder.cbranch(builder.icmp_signed("<", t_next, ntaps), loop, done)
-        builder.position_at_end(done)
-        for r in range(rows):
-            row = builder.add(ostart, builder.mul(ostride, const(r)))
-            for c in range(2):
-                pointer = vector_at(out_p, builder.add(row, const(lanes * c)))
-                builder.store(builder.fadd(builder.load(pointer, align=size), updated[r][c]), pointer, align=size)
+                v.add_to(out_p, builder.add(row, v.const(v.lanes * c)), totals[r][c])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -286,47 +322,18 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart):
             cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6)
         )
         start, ntaps, wstart, ostart = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7))
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        single = kinds[0].dtype == types.float32
-        lanes, size = (16, 4) if single else (8, 8)
-        vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), lanes)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}{'f32' if single else 'f64'}")
-        undefined = ir.Constant(vector, ir.Undefined)
-        lane0 = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        v = _Lanes(builder, kinds[0].dtype)
 
-        def at(pointer, index):  # one vector from pointer + index
-            return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
+        def step(t, sums):
+            base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
+            wbase = builder.add(wstart, builder.mul(t, v.const(4 * v.lanes)))
+            weights = [builder.load(v.at(weights_p, builder.add(wbase, v.const(v.lanes * c))), align=v.size) for c in range(4)]
+            return v.outer(src_p, [builder.add(base, v.const(p)) for p in range(ROW_TILE)], weights, sums)
 
-        entry = builder.basic_block
-        loop = builder.append_basic_block("row.taps")
-        done = builder.append_basic_block("row.store")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        t = builder.phi(i64)
-        t.add_incoming(ir.Constant(i64, 0), entry)
-        sums = [[builder.phi(vector) for _ in range(4)] for _ in range(ROW_TILE)]
-        for row in sums:
-            for value in row:
-                value.add_incoming(ir.Constant(vector, [0.0] * lanes), entry)
-        base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
-        wbase = builder.add(wstart, builder.mul(t, ir.Constant(i64, 4 * lanes)))
-        weights = [builder.load(at(weights_p, builder.add(wbase, ir.Constant(i64, lanes * v))), align=size) for v in range(4)]
-        updated = []
+        totals = v.tap_loop(ntaps, ROW_TILE, 4, step)
         for p in range(ROW_TILE):
-            value = builder.load(builder.gep(src_p, [builder.add(base, ir.Constant(i64, p))]))
-            x = builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, lane0)
-            updated.append([builder.call(fma, [x, weights[v], sums[p][v]]) for v in range(4)])
-        t_next = builder.add(t, ir.Constant(i64, 1))
-        t.add_incoming(t_next, loop)
-        for p in range(ROW_TILE):
-            for v in range(4):
-                sums[p][v].add_incoming(updated[p][v], loop)
-        builder.cbranch(builder.icmp_signed("<", t_next, ntaps), loop, done)
-        builder.position_at_end(done)
-        for p in range(ROW_TILE):
-            for v in range(4):
-                pointer = at(out_p, builder.add(ostart, ir.Constant(i64, 4 * lanes * p + lanes * v)))
-                builder.store(builder.fadd(builder.load(pointer, align=size), updated[p][v]), pointer, align=size)
+            for c in range(4):
+                v.add_to(out_p, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c)), totals[p][c])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -408,21 +415,8 @@ def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, sa
         gstart, gstride, gstep, xstride, samples, length, ostart, ostride = (
             context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 6, 7, 8, 10, 11)
         )
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        single = kinds[0].dtype == types.float32
-        lanes = 16 if single else 8
-        size = 4 if single else 8
-        vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), lanes)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{lanes}{'f32' if single else 'f64'}")
-        undefined = ir.Constant(vector, ir.Undefined)
-        lane0 = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-        zero = ir.Constant(vector, [0.0] * lanes)
-
-        def const(value):
-            return ir.Constant(i64, value)
-
-        def vector_at(pointer, index):
-            return builder.bitcast(builder.gep(pointer, [index]), vector.as_pointer())
+        v = _Lanes(builder, kinds[0].dtype)
+        i64, lanes, size, vector, zero, const, vector_at = v.i64, v.lanes, v.size, v.vector, v.zero, v.const, v.at
 
         starts = [builder.load(builder.gep(data[5], [const(r)])) for r in range(TILE_ROWS)]
         entry = builder.basic_block
@@ -457,11 +451,7 @@ def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, sa
         g_at.add_incoming(g_base, sample)
         sums = tile_phis(outer, sample)
         grads = [builder.load(vector_at(data[0], builder.add(g_at, const(lanes * c))), align=size) for c in range(2)]
-        updated = []
-        for r in range(TILE_ROWS):
-            value = builder.load(builder.gep(data[4], [builder.add(windows[r], q)]))
-            value = builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)), undefined, lane0)
-            updated.append([builder.call(fma, [value, grads[c], sums[r][c]]) for c in range(2)])
+        updated = v.outer(data[4], [builder.add(windows[r], q) for r in range(TILE_ROWS)], grads, sums)
         q_next = builder.add(q, const(1))
         q.add_incoming(q_next, loop)
         g_at.add_incoming(builder.add(g_at, gstep), loop)
