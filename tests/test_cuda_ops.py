@@ -225,6 +225,10 @@ def test_convolution_property_on_gpu(n, groups, cin_per, cout_per, h, w, kh, kw,
         with pytest.raises(ValueError):
             nbops_fn(x, weight, None, *args)
         return
+    if transposed and min(expected.shape[2:]) <= 0:  # torch's float32 path returns an empty output where
+        with pytest.raises(ValueError, match="not positive"):  # its float64 path raises, as nbops does
+            nbops_fn(x, weight, None, *args)
+        return
     assert_same(nbops_fn(x, weight, None, *args), expected, SUM_TOL[dtype])
 
 
