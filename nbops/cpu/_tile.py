@@ -350,12 +350,14 @@ def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
 
 
 @parallel_kernel(cache=True)
-def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows):
+def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, samples_inner):
     """conv2d, the formula of _conv2d_tiles (and conv.py's _conv2d_planes), in row tiles: packed(g *
     blocks + b, 4L t + c) = taps(g * C_out/groups + 4L b + c, t) (_pack_taps, blocks 4L wide), W_out
     a multiple of ROW_TILE. A task is one sample, group, block of 4L channels and `rows` output rows;
     its sums, position-major (4L channels per position) and started at the bias, take each run of
-    ROW_RUN taps tile by tile, then are written to out."""
+    ROW_RUN taps tile by tile, then are written to out. samples_inner: the sample is the innermost
+    index of the task order, so that a thread's consecutive tasks share their block's weights (where
+    those outweigh a sample's input: 512->512 at 7x7, +5-10%; at 14x14 it cost 7%)."""
     batch, out_channels, out_h, out_w = out.shape
     group_out = out_channels // groups
     width = packed.shape[1] // offsets.size
@@ -363,8 +365,12 @@ def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out
     row_blocks = (out_h + rows - 1) // rows
     ntaps = offsets.size
     for task in prange(batch * groups * blocks * row_blocks):
-        n = task // (groups * blocks * row_blocks)
-        g, b, row_block = unravel3(task - n * groups * blocks * row_blocks, blocks, row_blocks)
+        if samples_inner:
+            n = task % batch
+            g, b, row_block = unravel3(task // batch, blocks, row_blocks)
+        else:
+            n = task // (groups * blocks * row_blocks)
+            g, b, row_block = unravel3(task - n * groups * blocks * row_blocks, blocks, row_blocks)
         h0 = row_block * rows
         h1 = min(out_h, h0 + rows)
         positions = (h1 - h0) * out_w
@@ -567,7 +573,8 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     if ROWS and out_w % ROW_TILE == 0 and out_w <= 2 * ROW_TILE and group_out >= lanes4 and taps_per_channel > 1:
         packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
         split = -(-TILE_TASKS // (out.shape[0] * groups * (packed.shape[0] // groups)))  # (as below)
-        _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, -(-out_h // split))
+        samples_inner = packed[0].nbytes > 4 * group_size * out.itemsize  # (a block's weights, a sample's planes)
+        _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, -(-out_h // split), samples_inner)
         return
     packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
     blocks = packed.shape[0] // groups
