@@ -29,7 +29,6 @@ from .roi import roi_pool  # noqa: E402
 __version__ = "0.1.0"
 
 
-
 def get_backend() -> str:
     """The backend the operators run on now: 'cpu' or 'cuda'."""
     return _config.backend()

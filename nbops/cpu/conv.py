@@ -21,8 +21,8 @@ from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 # conv2d's fast path: the same sum, reorganised so that the inner loop is long and reads memory little.
 #
 # 1. _phase_planes (nbops/cpu/_planes.py) copies the input once into zero-padded planes, split by
-#    stride phase: padded position (r, col) goes to plane (c, r % sh, col % sw) at (r // sh, col // sw), every plane
-#    Hq x Wq. Then the input that tap (k, m, l) of output (h, w) reads,
+#    stride phase: padded position (r, col) goes to plane (c, r % sh, col % sw) at (r // sh, col // sw),
+#    every plane Hq x Wq. Then the input that tap (k, m, l) of output (h, w) reads,
 #        padded (h*sh + m*dh, w*sw + l*dw),
 #    sits in one plane at flat index (h*Wq + w) + offset(k, m, l): one offset per tap, any stride or
 #    dilation, and no bounds tests (padding is real zeros).
