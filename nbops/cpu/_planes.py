@@ -51,14 +51,14 @@ def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
 
 def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups, over_read=TILE_COLUMNS, tail=False):
     """The phase planes of the (padded) input and each tap's offset in its group's planes (see the
-    top of this file): (xs, offsets in (k, m, l) order, group_size, plane_w). `out_h` is the number of
-    output rows that will be read, and a kernel reads up to `over_read` positions past the last one
-    (the thrown-away columns of the last row read a little past the last plane: the layout ends with
-    enough zeros for them). Without padding, stride or slack, the planes are the input itself (no copy).
-
-    With tail=True, returns a fifth value: None, or (when the input would be its own planes but for the
-    slack) the planes of the last sample alone, xs then being the input in place without that sample:
-    each other sample's last tile reads a little into the next sample, and throws it away."""
+    top of this file): (xs, offsets in (k, m, l) order, group_size, plane_w, last). `out_h` is the
+    number of output rows that will be read, and a kernel reads up to `over_read` positions past the
+    last one (the thrown-away columns of the last row read a little past the last plane: the layout
+    ends with enough zeros for them). Without padding, stride or slack, the planes are the input itself
+    (no copy). `last` is None, except with tail=True when the input would be its own planes but for the
+    slack: then it holds the planes of the last sample alone, and xs is the input in place without that
+    sample (each other sample's last tile reads a little into the next sample, and throws it away;
+    only the tiles can read planes so split)."""
     (sh, sw), (dh, dw) = strides, dilations
     group_in, kh, kw = w_shape[1:]
     plane_h, plane_w = -(-padded[0] // sh), -(-padded[1] // sw)
@@ -77,7 +77,7 @@ def _phase_layout(x4, w_shape, out_h, strides, before, padded, dilations, groups
         last = _phase_planes(contiguous(x4[-1:]), 0, 0, 1, 1, plane_h, plane_w, slack)
     else:
         xs, last = _phase_planes(contiguous(x4), before[0], before[1], sh, sw, plane_h, plane_w, slack), None
-    return (xs, offsets, group_size, plane_w, last) if tail else (xs, offsets, group_size, plane_w)
+    return xs, offsets, group_size, plane_w, last
 
 
 def _pointwise(x4, w_shape, strides, before, out_hw):

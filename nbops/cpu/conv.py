@@ -337,9 +337,7 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     pointwise = _pointwise(x4, w.shape, strides, before, out.shape[2:])
     if pointwise is not None:
         x4, strides, before, padded = pointwise
-    # (the tiles can take the input in place with its last sample apart; the plain loops cannot)
-    xs, offsets, group_size, plane_w, last = _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups, tail=True) if TILED else (
-        _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups) + (None,))
+    xs, offsets, group_size, plane_w, last = _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups, tail=TILED)
     # taps in the order of their offsets: with a stride, the taps reading one phase plane come together,
     # so the four taps of an inner loop read neighbouring memory (the same sum, in another order)
     order = np.argsort(offsets, kind="stable")
@@ -462,7 +460,7 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
         if pointwise is not None:
             source4, strides, before, padded = pointwise
         # (both kernels read the planes only where the rows reach: no slack)
-        xs, offsets, group_size, plane_w = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups, 0)
+        xs, offsets, group_size, plane_w, _ = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups, 0)
         if TILED:
             finite = _run_weight_tiles(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
         else:
