@@ -3,8 +3,8 @@ phase planes, 12 output channels x 2L output positions (L = 16 lanes of float32,
 over a run of taps in registers and added to the output once (tile12x32), the kernel that runs it over
 a whole convolution (_conv2d_tiles) and its weight packing (_pack_taps); for output rows 7 or 14
 wide, row tiles of 7 positions x 4L output channels instead (row7x4, _conv2d_rows: see their section).
-The weight gradient's path at the end of the file: 12 taps x 2L output channels summed over the output positions (taps12x32,
-_conv2d_weight_tiles, _channel_blocks).
+The weight gradient's path at the end of the file: 12 taps x 2L output channels summed over the output
+positions (taps12x32, _conv2d_weight_tiles, _channel_blocks).
 
     out(ostart + r * ostride + c) += sum_{t < ntaps} weights(wstart + 12 * t + r) * src(start + offsets(t) + c)
 
@@ -187,10 +187,7 @@ def _empty_aligned(count, like):
 def _aligned_empty(shape, dtype):
     """_empty_aligned from Python: an uninitialised array of `shape` on a 64-byte boundary (NumPy puts
     large arrays 16 bytes past one)."""
-    count = int(np.prod(shape))
-    buffer = np.empty(count + 64 // np.dtype(dtype).itemsize, dtype=dtype)
-    skip = ((-buffer.ctypes.data) % 64) // buffer.itemsize
-    return buffer[skip : skip + count].reshape(shape)
+    return _empty_aligned(int(np.prod(shape)), np.empty(0, dtype=dtype)).reshape(shape)
 
 
 TILE_TARGET = 4096  # output positions (q) per task of _conv2d_tiles at most (more tiles per weight load)
@@ -206,7 +203,7 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
         out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
 
     tiled for registers. The output channels of each group are padded to blocks of twelve; packed(b, 12*t + r)
-    = taps(6*b' + r, t) for block b = g * blocks + b' (0 in the padding), packed_bias likewise.
+    = taps(12*b' + r, t) for block b = g * blocks + b' (0 in the padding), packed_bias likewise.
     A task is one sample, one group, `chunk` of its channel blocks (their packed weights stay in L2
     while the task runs) and `rows` output rows, i.e. the flat positions q = h*Wq + w of those rows
     rounded up to tiles of 32 (the extra positions read the planes' slack and are thrown away with the
@@ -605,7 +602,7 @@ def _packed(weights, channel_base, tap_index, groups, width, dtype, bias):
     return packed, packed_bias.reshape(-1)
 
 
-WEIGHT_RUN = 256  # positions (of one sample or several) per rows6x32 call of _conv2d_weight_tiles
+WEIGHT_RUN = 256  # positions (of one sample or several) per taps12x32 call of _conv2d_weight_tiles
 
 
 def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad):
