@@ -175,7 +175,7 @@ def _convolution_grads(run_backward, grad_output, input, weight, output_mask, *a
     grads = run_backward(gy, x4, _array(weight), *args, tuple(output_mask))
     if grads[0] is not None and unbatched:
         grads = (grads[0][0],) + tuple(grads[1:])
-    return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
+    return _gradient_tensors(input, grads)
 
 
 @conv2d_backward.register_fake
@@ -198,6 +198,12 @@ def _convolution_autograd(op, backward, arguments):
         return tuple(g if needed else None for g, needed in zip(grads, mask)) + (None,) * (ctx.count - 3)
 
     op.register_autograd(grad, setup_context=setup)
+
+
+def _gradient_tensors(input, grads):
+    """A backward op's results: each gradient array as a tensor, and an empty tensor for each None
+    (not needed: the op's schema returns a Tensor in every place)."""
+    return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
 
 
 def _gradient_fakes(input, shapes, output_mask):
@@ -508,7 +514,7 @@ def cross_entropy_backward(grad_output, input, target, weight, ignore_index, red
     probabilities only)."""
     x, t, w, args = loss.cross_entropy_arrays(input, target, weight, None, ignore_index, None, reduction, label_smoothing)
     grads = cpu_loss.run_cross_entropy_backward(_array(grad_output), x, t, w, *args, tuple(output_mask))
-    return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
+    return _gradient_tensors(input, grads)
 
 
 @cross_entropy_backward.register_fake
@@ -555,7 +561,7 @@ def mse_loss_backward(grad_output, input, target, reduction, weight, output_mask
         warnings.simplefilter("ignore", UserWarning)
         x, y, w, args = loss.mse_loss_arrays(input, target, None, None, reduction, weight)
     grads = cpu_loss.run_mse_loss_backward(_array(grad_output), x, y, w, *args, tuple(output_mask))
-    return tuple(input.new_empty(0) if g is None else _tensor(g) for g in grads)
+    return _gradient_tensors(input, grads)
 
 
 @mse_loss_backward.register_fake
