@@ -120,11 +120,12 @@ def test_tiles_of_every_height(group_out, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [7, 14])
 def test_row_tiles(size, dtype):
-    """Output rows 7 or 14 wide with at least 4L output channels per group and more than one tap per
-    input channel go through the row tiles (_conv2d_rows): conv2d 3x3 with stride 1 and 2, two groups
-    whose last block of 4L channels is part-filled, the input gradient (turned weights; with a stride,
-    transposed-convolution phases 7 wide, of 1 to 4 taps per channel) and conv_transpose2d, against
-    torch; and a 1x1 convolution beside them (the 12 x 32 tiles, on the input in place)."""
+    """Output rows 7 or 14 wide with at least 4L output channels per group go through the row tiles
+    (_conv2d_rows): conv2d 3x3 with stride 1 and 2, two groups whose last block of 4L channels is
+    part-filled, the input gradient (turned weights; with a stride, transposed-convolution phases 7
+    wide, of 1 to 4 taps per channel) and conv_transpose2d, against torch; and 1x1 convolutions (the
+    input in place but its last sample; with a stride, the positions read gathered) and the input
+    gradient of one."""
     group_out = 80 if dtype == torch.float32 else 40
     x = randn((3, 2 * 5, size, size), dtype, seed=size)
     xs2 = randn((2, 2 * 5, 2 * size, 2 * size), dtype, seed=1)
@@ -135,6 +136,12 @@ def test_row_tiles(size, dtype):
         assert_same(nbops.conv2d(x, w, b, 1, 1, 1, 2), F.conv2d(x, w, b, 1, 1, 1, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(xs2, w, b, 2, 1, 1, 2), F.conv2d(xs2, w, b, 2, 1, 1, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(x, w1, b, 1, 0, 1, 2), F.conv2d(x, w1, b, 1, 0, 1, 2), SUM_TOL[dtype])
+        assert_same(nbops.conv2d(xs2, w1, b, 2, 0, 1, 2), F.conv2d(xs2, w1, b, 2, 0, 1, 2), SUM_TOL[dtype])
+        xg = randn((3, 2 * group_out, size, size), dtype, seed=8).requires_grad_()
+        wg = randn((10, group_out, 1, 1), dtype, seed=9)
+        mine = torch.autograd.grad(nbops.conv2d(xg, wg, None, 1, 0, 1, 2).square().sum(), xg)[0]
+        expected = torch.autograd.grad(F.conv2d(xg, wg, None, 1, 0, 1, 2).square().sum(), xg)[0]
+        assert_same(mine, expected, SUM_TOL[dtype])
         wt = randn((2 * 5, group_out, 3, 3), dtype, seed=5) * 0.3
         assert_same(nbops.conv_transpose2d(x, wt, b, 1, 1, 0, 2), F.conv_transpose2d(x, wt, b, 1, 1, 0, 2), SUM_TOL[dtype])
         for source, stride in ((x, 1), (xs2, 2)):
