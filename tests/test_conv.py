@@ -105,8 +105,13 @@ def test_tiles_of_every_height(group_out, dtype):
     wg = randn((10, group_out, 3, 3), dtype, seed=5)
     w1 = randn((2 * group_out, 3, 1, 1), dtype, seed=6)
     with conv_path("tiles"):
-        # 1x1, no padding: the input in place, its last sample apart (the tiles read past each sample)
+        # 1x1, no padding: the input in place, its last sample apart (the tiles read past each sample),
+        # and the tiles add to the output where it lies: an infinity in the first group's input must not
+        # reach the second group's channels through the padding rows of a block (0 * inf)
         assert_same(nbops.conv2d(x, w1, b, 1, 0, 1, 2), F.conv2d(x, w1, b, 1, 0, 1, 2), SUM_TOL[dtype])
+        xi = x.clone()
+        xi[1, 0, 4, 4] = float("inf")
+        assert_same(nbops.conv2d(xi, w1, b, 1, 0, 1, 2), F.conv2d(xi, w1, b, 1, 0, 1, 2), SUM_TOL[dtype])
         for stride in (1, 2):
             assert_same(nbops.conv2d(x, w, b, stride, 1, 1, 2), F.conv2d(x, w, b, stride, 1, 1, 2), SUM_TOL[dtype])
             assert_same(
@@ -115,6 +120,25 @@ def test_tiles_of_every_height(group_out, dtype):
             mine = torch.autograd.grad(nbops.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
             expected = torch.autograd.grad(F.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
             assert_same(mine, expected, SUM_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group_out", [3, 10, 12, 20])
+def test_tiles_add_to_the_output_within_it(group_out, dtype):
+    """Where the tiles add to the output where it lies (1x1, no padding: planes as wide as the output),
+    a group's padding rows (0 * inf would be NaN) and a task's last tile stop at the output's last
+    channel and position: an output at the head of a larger buffer leaves the rest alone."""
+    x = randn((2, 6, 9, 8), dtype, seed=group_out)
+    x[1, 5, 8, 7] = float("inf")  # the last sample's last channel, read by the last block's padding rows
+    w = randn((2 * group_out, 3, 1, 1), dtype, seed=1)
+    b = randn((2 * group_out,), dtype, seed=2)
+    expected = F.conv2d(x, w, b, 1, 0, 1, 2)
+    buffer = np.full(expected.numel() + 12 * 9 * 8, 7.0, dtype=x.numpy().dtype)  # (room for a block's rows)
+    out = buffer[: expected.numel()].reshape(expected.shape)
+    with conv_path("tiles"):
+        cpu_conv._conv2d_fast(x.numpy(), w.numpy(), b.numpy(), out, (1, 1), (0, 0), (9, 8), (1, 1), 2)
+    assert_same(torch.from_numpy(out), expected, SUM_TOL[dtype])
+    assert (buffer[expected.numel() :] == 7.0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -20,100 +20,34 @@ tap step loads two vectors of input, broadcasts twelve weights, and issues 24 fu
 written once per run of taps. (With 6 x 32, 12 registers, the loop ran at 50-65% of one core's sgemm
 speed in L1, its two unaligned input loads weighing on only 12 FMAs; with 12 x 32 at 75-115%.) Numba
 cannot keep such a tile in registers by itself (a small local array is heap memory, and its SLP
-vectoriser is off), hence an intrinsic that writes the loop in LLVM IR. ntaps must be at least 1. The
+vectoriser is off), hence an intrinsic that writes the loop in LLVM IR (with _lanes.py's helpers). ntaps must be at least 1. The
 plain loops of the same sum, _conv2d_planes and _conv2d_pixels in conv.py, are what the tests also run
 both dtypes through (with torch as the reference).
 """
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-
+from ._lanes import _aligned_empty, _empty_aligned, _Lanes, gather_lanes
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 12  # output channels per tile
 TILE_COLUMNS = 32  # output positions per tile: two vectors of 16 float32 (of 8 float64: 16 positions)
 
 
-class _Lanes:
-    """What the tiles' codegen shares: the vector of `dtype` (L = 16 float32 lanes or 8 float64), its
-    fused multiply-add, int64 constants, scalar broadcasts, vector pointers, and the loop over taps
-    whose sums stay in registers (tap_loop)."""
-
-    def __init__(self, builder, dtype):
-        self.builder = builder
-        single = dtype == types.float32
-        self.lanes, self.size = (16, 4) if single else (8, 8)
-        self.i32, self.i64 = ir.IntType(32), ir.IntType(64)
-        self.vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), self.lanes)
-        self.zero = ir.Constant(self.vector, [0.0] * self.lanes)
-        name = f"llvm.fma.v{self.lanes}{'f32' if single else 'f64'}"
-        self.fma_function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vector, [self.vector] * 3), name)
-
-    def const(self, value):
-        return ir.Constant(self.i64, value)
-
-    def fma(self, a, b, c):
-        return self.builder.call(self.fma_function, [a, b, c])
-
-    def broadcast(self, pointer, index):  # the scalar at pointer + index in every lane
-        b = self.builder
-        undefined = ir.Constant(self.vector, ir.Undefined)
-        value = b.insert_element(undefined, b.load(b.gep(pointer, [index])), ir.Constant(self.i32, 0))
-        return b.shuffle_vector(value, undefined, ir.Constant(ir.VectorType(self.i32, self.lanes), [0] * self.lanes))
-
-    def at(self, pointer, index):  # a vector pointer at pointer + index (no alignment assumed)
-        return self.builder.bitcast(self.builder.gep(pointer, [index]), self.vector.as_pointer())
-
-    def outer(self, pointer, indices, vectors, sums):
-        """One step of an outer-product tile: row r of sums += the scalar at pointer + indices[r],
-        broadcast, times each of `vectors` (each broadcast next to its multiply-adds)."""
-        updated = []
-        for r, index in enumerate(indices):
-            value = self.broadcast(pointer, index)
-            updated.append([self.fma(value, vector, sums[r][c]) for c, vector in enumerate(vectors)])
-        return updated
-
-    def add_to(self, pointer, index, value):  # *(pointer + index) += value, one vector
-        address = self.at(pointer, index)
-        self.builder.store(self.builder.fadd(self.builder.load(address, align=self.size), value), address, align=self.size)
-
-    def tap_loop(self, ntaps, rows, columns, step):
-        """for t < ntaps: sums = step(t, sums), sums a rows x columns tile of vectors that starts at 0
-        and lives in registers (phi nodes); returns the final tile (ntaps >= 1)."""
-        b = self.builder
-        entry = b.basic_block
-        loop, done = b.append_basic_block("taps.loop"), b.append_basic_block("taps.done")
-        b.branch(loop)
-        b.position_at_end(loop)
-        t = b.phi(self.i64)
-        t.add_incoming(self.const(0), entry)
-        sums = [[b.phi(self.vector) for _ in range(columns)] for _ in range(rows)]
-        for row in sums:
-            for value in row:
-                value.add_incoming(self.zero, entry)
-        updated = step(t, sums)
-        t_next = b.add(t, self.const(1))
-        t.add_incoming(t_next, loop)
-        for r in range(rows):
-            for c in range(columns):
-                sums[r][c].add_incoming(updated[r][c], loop)
-        b.cbranch(b.icmp_signed("<", t_next, ntaps), loop, done)
-        b.position_at_end(done)
-        return updated
-
-
 TILE_PREFETCH = 16  # taps ahead whose input lines a tile prefetches (0: none)
 
 
-def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, prefetch=TILE_PREFETCH):
+def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns, prefetch=TILE_PREFETCH):
     """The typing and codegen of a tile of `rows` (<= 12) output channels x 2L positions: tile12x32,
     and tile8x32 and tile4x32 for the last block of a group whose channels are not a multiple of 12
     (64 channels: 5 blocks of 12 and one of 4, not 72 rows). The weights keep their 12 values per tap.
+    Only the first valid_rows x valid_columns sums are added to out (masked loads and stores: a tile
+    that writes into the output itself stops at its last channel and at the end of its rows).
     Each tap step also prefetches the input lines of the tap `prefetch` taps ahead (the last tap's near
     the end): a 1x1 kernel's taps each read another channel's plane, which the hardware prefetchers do
     not foresee (256->64 1x1 on 56x56: 97-102 -> 132-140 GFLOP/s; 3x3 layers +0-10%)."""
@@ -122,14 +56,16 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
         return None
     if src.dtype not in (types.float32, types.float64) or weights.dtype != src.dtype or out.dtype != src.dtype:
         return None
-    signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
+    signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns)
 
     def codegen(context, builder, signature, args):
         kinds = signature.args
         src_p, offsets_p, weights_p, out_p = (
             cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6)
         )
-        start, ntaps, wstart, ostart, ostride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7, 8))
+        start, ntaps, wstart, ostart, ostride, valid_rows, valid_columns = (
+            context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7, 8, 9, 10)
+        )
         v = _Lanes(builder, kinds[0].dtype)
         i32 = v.i32
 
@@ -150,44 +86,33 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
             return v.outer(weights_p, [builder.add(weight_base, v.const(r)) for r in range(rows)], inputs, sums)
 
         totals = v.tap_loop(ntaps, rows, 2, step)
+        columns = [v.lanes_below(builder.sub(valid_columns, v.const(v.lanes * c))) for c in range(2)]
+        nothing = ir.Constant(columns[0].type, [0] * v.lanes)
         for r in range(rows):
             row = builder.add(ostart, builder.mul(ostride, v.const(r)))
+            inside = builder.icmp_signed("<", v.const(r), valid_rows)
             for c in range(2):
-                v.add_to(out_p, builder.add(row, v.const(v.lanes * c)), totals[r][c])
+                mask = builder.select(inside, columns[c], nothing)
+                v.masked_add_to(out_p, builder.add(row, v.const(v.lanes * c)), totals[r][c], mask)
         return context.get_dummy_value()
 
     return signature, codegen
 
 
 @intrinsic
-def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
-    return _tile_typing(12, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
+def tile12x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns):
+    return _tile_typing(12, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns)
 
 
 @intrinsic
-def tile8x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
-    return _tile_typing(8, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
+def tile8x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns):
+    return _tile_typing(8, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns)
 
 
 @intrinsic
-def tile4x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride):
-    return _tile_typing(4, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride)
+def tile4x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns):
+    return _tile_typing(4, src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns)
 
-
-@njit(cache=True)
-def _empty_aligned(count, like):
-    """An uninitialised 1-D array of `count` elements of like's dtype starting on a 64-byte boundary (a
-    cache line: the tiles' 512-bit loads and stores of it then never straddle two lines; +0-8% on the
-    forward, +6-10% on the weight gradient's grad_output blocks)."""
-    buffer = np.empty(count + 64 // like.itemsize, dtype=like.dtype)
-    skip = ((-buffer.ctypes.data) % 64) // like.itemsize
-    return buffer[skip : skip + count]
-
-
-def _aligned_empty(shape, dtype):
-    """_empty_aligned from Python: an uninitialised array of `shape` on a 64-byte boundary (NumPy puts
-    large arrays 16 bytes past one)."""
-    return _empty_aligned(int(np.prod(shape)), np.empty(0, dtype=dtype)).reshape(shape)
 
 
 TILE_TARGET = 4096  # output positions (q) per task of _conv2d_tiles at most (more tiles per weight load)
@@ -197,7 +122,7 @@ TILE_TAPS = 256  # taps per run of tile12x32 (fewer where each tap reads another
 
 
 @parallel_kernel(cache=True)
-def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk, run):
+def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, chunk, run):
     """conv2d (float32 or float64), the formula of conv.py's _conv2d_planes:
 
         out(n, j, h, w) = bias(j) + sum_t taps(j, t) * xs(n, g * group_size + offsets(t) + h*Wq + w)
@@ -206,13 +131,19 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
     = taps(12*b' + r, t) for block b = g * blocks + b' (0 in the padding), packed_bias likewise.
     A task is one sample, one group, `chunk` of its channel blocks (their packed weights stay in L2
     while the task runs) and `rows` output rows, i.e. the flat positions q = h*Wq + w of those rows
-    rounded up to tiles of 32 (the extra positions read the planes' slack and are thrown away with the
-    columns w >= W_out). Its loops, outermost first: each run of `run` taps (their inputs and weights
+    in tiles of 32. Its loops, outermost first: each run of `run` taps (their inputs and weights
     stay in L1); each tile of 32 positions; each block of the chunk: one tile12x32 call (tile8x32 or
-    tile4x32 for a group's last block of at most 8 or 4 channels), which sums the
-    run of taps in registers and adds them to the task's buffer (which starts at the bias). The
-    buffer's columns w < W_out are then copied to out. Samples n >= len(xs) read tail(n - len(xs))
-    instead (conv.py's _phase_layout: the input in place but its last sample, which gets slack).
+    tile4x32 for a group's last block of at most 8 or 4 channels), which sums the run of taps in
+    registers and adds them to the task's sums, which start at the bias. Samples n >= len(xs) read
+    tail(n - len(xs)) instead (conv.py's _phase_layout: the input in place but its last sample, which
+    gets slack).
+
+    Where the planes are as wide as the output (Wq = W_out: a 1x1 kernel without padding), flat_out
+    is out itself, contiguous and flat, and the sums are out: the tiles add to it where it lies,
+    stopping at the group's last channel and the task's last row. Otherwise (flat_out empty) the sums
+    are a buffer rounded up to whole tiles, whose extra positions and columns w >= W_out read the
+    planes' slack and are thrown away when its columns w < W_out are copied to out. (The copy cost
+    1.1 ms of 4.8 on 8x64x56x56 -> 256 1x1, where each output takes only 64 taps.)
     """
     batch, out_channels, out_h, out_w = out.shape
     group_out = out_channels // groups
@@ -221,6 +152,7 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
     ntaps = offsets.size
     row_blocks = (out_h + rows - 1) // rows
     columns = 128 // out.itemsize  # positions per tile: two 512-bit vectors
+    direct = flat_out.size > 0
     for task in prange(batch * groups * chunks * row_blocks):
         n = task // (groups * chunks * row_blocks)
         g, c, row_block = unravel3(task - n * groups * chunks * row_blocks, chunks, row_blocks)
@@ -228,77 +160,47 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
         h1 = min(out_h, h0 + rows)
         b0 = c * chunk
         b1 = min(blocks, b0 + chunk)
-        tiles = ((h1 - h0) * plane_w + columns - 1) // columns
-        width = tiles * columns
-        sums = _empty_aligned((b1 - b0) * TILE_ROWS * width, out).reshape(((b1 - b0) * TILE_ROWS, width))
-        flat = sums.reshape(-1)
+        j0 = g * group_out + b0 * TILE_ROWS  # (the chunk's first output channel)
+        j1 = g * group_out + min(group_out, b1 * TILE_ROWS)
+        positions = (h1 - h0) * plane_w
+        tiles = (positions + columns - 1) // columns
+        if direct:  # the sums are out's rows h0..h1 of channels j0.., each channel's plane after the last
+            sums = flat_out
+            width = out_h * out_w
+            first = (n * out_channels + j0) * width + h0 * out_w
+            for j in range(j0, j1):
+                sums[first + (j - j0) * width : first + (j - j0) * width + positions] = packed_bias[(g * blocks) * TILE_ROWS + j - g * group_out]
+        else:  # the sums are a buffer of whole tiles
+            width = tiles * columns
+            first = 0
+            sums = _empty_aligned((b1 - b0) * TILE_ROWS * width, out)
+            for r in range((b1 - b0) * TILE_ROWS):
+                sums[r * width : (r + 1) * width] = packed_bias[(g * blocks + b0) * TILE_ROWS + r]
         start = g * group_size + h0 * plane_w
         src = xs[n] if n < xs.shape[0] else tail[n - xs.shape[0]]
-        for r in range(sums.shape[0]):
-            sums[r, :] = packed_bias[(g * blocks + b0) * TILE_ROWS + r]
         for t0 in range(0, ntaps, run):
             t1 = min(ntaps, t0 + run)
             taps = offsets[t0:t1]
             for tile in range(tiles):
                 q = tile * columns
+                valid = min(columns, positions - q)
                 for b in range(b0, b1):
                     weights = packed[g * blocks + b, t0 * TILE_ROWS :]
-                    at = (b - b0) * TILE_ROWS * width + q
+                    at = first + (b - b0) * TILE_ROWS * width + q
                     left = group_out - b * TILE_ROWS  # (the group's last block may hold fewer channels)
                     if left > 8:
-                        tile12x32(src, start + q, taps, t1 - t0, weights, 0, flat, at, width)
+                        tile12x32(src, start + q, taps, t1 - t0, weights, 0, sums, at, width, left, valid)
                     elif left > 4:
-                        tile8x32(src, start + q, taps, t1 - t0, weights, 0, flat, at, width)
+                        tile8x32(src, start + q, taps, t1 - t0, weights, 0, sums, at, width, left, valid)
                     else:
-                        tile4x32(src, start + q, taps, t1 - t0, weights, 0, flat, at, width)
-        for j in range(b0 * TILE_ROWS, min(group_out, b1 * TILE_ROWS)):
-            for h in range(h0, h1):
-                row = sums[j - b0 * TILE_ROWS, (h - h0) * plane_w :]
-                dst = out[n, g * group_out + j, h]
-                for w in range(out_w):
-                    dst[w] = row[w]
-
-
-@intrinsic
-def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
-    """dst(dstart + c) = source(indices(istart + c) + shift) for c < count <= L: one masked gather
-    (vgatherqps / vgatherqpd) and one masked store, lanes c >= count untouched."""
-    if not all(isinstance(a, types.Array) for a in (source, indices, dst)) or indices.dtype != types.int64:
-        return None
-    if source.dtype not in (types.float32, types.float64) or dst.dtype != source.dtype:
-        return None
-    signature = types.void(source, indices, istart, shift, dst, dstart, count)
-
-    def codegen(context, builder, signature, args):
-        kinds = signature.args
-        src_p, idx_p, dst_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 1, 4))
-        istart, shift, dstart, count = (context.cast(builder, args[i], kinds[i], types.int64) for i in (2, 3, 5, 6))
-        v = _Lanes(builder, kinds[0].dtype)
-        b, module, lanes = builder, builder.module, v.lanes
-        ints, pointer = ir.VectorType(v.i64, lanes), ir.PointerType()
-        masks = ir.VectorType(ir.IntType(1), lanes)
-        suffix = f"v{lanes}{'f32' if lanes == 16 else 'f64'}"
-
-        def splat(value):
-            undefined = ir.Constant(ints, ir.Undefined)
-            one = b.insert_element(undefined, value, ir.Constant(v.i32, 0))
-            return b.shuffle_vector(one, undefined, ir.Constant(ir.VectorType(v.i32, lanes), [0] * lanes))
-
-        def function(name, result, arguments):
-            return cgutils.get_or_insert_function(module, ir.FunctionType(result, arguments), name)
-
-        mask = b.icmp_signed("<", ir.Constant(ints, list(range(lanes))), splat(count))
-        load = function(f"llvm.masked.load.v{lanes}i64.p0", ints, [pointer, v.i32, masks, ints])
-        index = b.call(load, [b.bitcast(b.gep(idx_p, [istart]), pointer), ir.Constant(v.i32, 8), mask, ir.Constant(ints, [0] * lanes)])
-        offsets = b.mul(b.add(index, splat(shift)), ir.Constant(ints, [v.size] * lanes))
-        addresses = b.inttoptr(b.add(splat(b.ptrtoint(src_p, v.i64)), offsets), ir.VectorType(pointer, lanes))
-        gather = function(f"llvm.masked.gather.{suffix}.v{lanes}p0", v.vector, [addresses.type, v.i32, masks, v.vector])
-        values = b.call(gather, [addresses, ir.Constant(v.i32, v.size), mask, ir.Constant(v.vector, ir.Undefined)])
-        store = function(f"llvm.masked.store.{suffix}.p0", ir.VoidType(), [v.vector, pointer, v.i32, masks])
-        b.call(store, [values, b.bitcast(b.gep(dst_p, [dstart]), pointer), ir.Constant(v.i32, v.size), mask])
-        return context.get_dummy_value()
-
-    return signature, codegen
+                        tile4x32(src, start + q, taps, t1 - t0, weights, 0, sums, at, width, left, valid)
+        if not direct:
+            for j in range(j0, j1):
+                for h in range(h0, h1):
+                    row = sums[(j - j0) * width + (h - h0) * plane_w :]
+                    dst = out[n, j, h]
+                    for w in range(out_w):
+                        dst[w] = row[w]
 
 
 PACK_SPAN = 256  # taps per task of _pack_taps
@@ -629,7 +531,9 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     # a run's inputs stay in L1: about 28 input channels (all the taps of a 3x3 kernel on each), so
     # runs of 1x1 taps are short (64 taps: measured best of 32-512 on ResNet-50's 1x1 layers)
     run = min(TILE_TAPS, max(64, taps_per_channel * 28))
-    _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, chunk, run)
+    # (planes as wide as the output: the tiles add to out itself)
+    flat_out = out.reshape(-1) if plane_w == out_w and out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
+    _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, chunk, run)
 
 
 def _packed(weights, channel_base, tap_index, groups, width, dtype, bias):

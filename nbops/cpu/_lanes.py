@@ -1,0 +1,160 @@
+"""The LLVM vector code that the register tiles (nbops/cpu/_tile.py) share: _Lanes, the vector of a
+dtype (L = 16 float32 lanes or 8 float64) with its fused multiply-add, broadcasts, masked adds and the
+loop over taps whose sums stay in registers; gather_lanes, a masked gather (the weight packing's
+transposing read); and buffers on a cache line (_empty_aligned)."""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+class _Lanes:
+    """What the tiles' codegen shares: the vector of `dtype` (L = 16 float32 lanes or 8 float64), its
+    fused multiply-add, int64 constants, scalar broadcasts, vector pointers, and the loop over taps
+    whose sums stay in registers (tap_loop)."""
+
+    def __init__(self, builder, dtype):
+        self.builder = builder
+        single = dtype == types.float32
+        self.lanes, self.size = (16, 4) if single else (8, 8)
+        self.i32, self.i64 = ir.IntType(32), ir.IntType(64)
+        self.vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), self.lanes)
+        self.zero = ir.Constant(self.vector, [0.0] * self.lanes)
+        name = f"llvm.fma.v{self.lanes}{'f32' if single else 'f64'}"
+        self.fma_function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vector, [self.vector] * 3), name)
+
+    def const(self, value):
+        return ir.Constant(self.i64, value)
+
+    def fma(self, a, b, c):
+        return self.builder.call(self.fma_function, [a, b, c])
+
+    def broadcast(self, pointer, index):  # the scalar at pointer + index in every lane
+        b = self.builder
+        undefined = ir.Constant(self.vector, ir.Undefined)
+        value = b.insert_element(undefined, b.load(b.gep(pointer, [index])), ir.Constant(self.i32, 0))
+        return b.shuffle_vector(value, undefined, ir.Constant(ir.VectorType(self.i32, self.lanes), [0] * self.lanes))
+
+    def at(self, pointer, index):  # a vector pointer at pointer + index (no alignment assumed)
+        return self.builder.bitcast(self.builder.gep(pointer, [index]), self.vector.as_pointer())
+
+    def outer(self, pointer, indices, vectors, sums):
+        """One step of an outer-product tile: row r of sums += the scalar at pointer + indices[r],
+        broadcast, times each of `vectors` (each broadcast next to its multiply-adds)."""
+        updated = []
+        for r, index in enumerate(indices):
+            value = self.broadcast(pointer, index)
+            updated.append([self.fma(value, vector, sums[r][c]) for c, vector in enumerate(vectors)])
+        return updated
+
+    def add_to(self, pointer, index, value):  # *(pointer + index) += value, one vector
+        address = self.at(pointer, index)
+        self.builder.store(self.builder.fadd(self.builder.load(address, align=self.size), value), address, align=self.size)
+
+    def masked_add_to(self, pointer, index, value, mask):  # add_to in the lanes where mask is set
+        b, pointer_type = self.builder, ir.PointerType()
+        masks = ir.VectorType(ir.IntType(1), self.lanes)
+        suffix = f"v{self.lanes}{'f32' if self.lanes == 16 else 'f64'}.p0"
+        load = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(self.vector, [pointer_type, self.i32, masks, self.vector]), f"llvm.masked.load.{suffix}"
+        )
+        store = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(ir.VoidType(), [self.vector, pointer_type, self.i32, masks]), f"llvm.masked.store.{suffix}"
+        )
+        address = b.bitcast(b.gep(pointer, [index]), pointer_type)
+        alignment = ir.Constant(self.i32, self.size)
+        total = b.fadd(b.call(load, [address, alignment, mask, self.zero]), value)
+        b.call(store, [total, address, alignment, mask])
+
+    def lanes_below(self, count):  # the mask of the lanes c < count
+        b = self.builder
+        ints = ir.VectorType(self.i64, self.lanes)
+        undefined = ir.Constant(ints, ir.Undefined)
+        splat = b.shuffle_vector(
+            b.insert_element(undefined, count, ir.Constant(self.i32, 0)), undefined, ir.Constant(ir.VectorType(self.i32, self.lanes), [0] * self.lanes)
+        )
+        return b.icmp_signed("<", ir.Constant(ints, list(range(self.lanes))), splat)
+
+    def tap_loop(self, ntaps, rows, columns, step):
+        """for t < ntaps: sums = step(t, sums), sums a rows x columns tile of vectors that starts at 0
+        and lives in registers (phi nodes); returns the final tile (ntaps >= 1)."""
+        b = self.builder
+        entry = b.basic_block
+        loop, done = b.append_basic_block("taps.loop"), b.append_basic_block("taps.done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        t = b.phi(self.i64)
+        t.add_incoming(self.const(0), entry)
+        sums = [[b.phi(self.vector) for _ in range(columns)] for _ in range(rows)]
+        for row in sums:
+            for value in row:
+                value.add_incoming(self.zero, entry)
+        updated = step(t, sums)
+        t_next = b.add(t, self.const(1))
+        t.add_incoming(t_next, loop)
+        for r in range(rows):
+            for c in range(columns):
+                sums[r][c].add_incoming(updated[r][c], loop)
+        b.cbranch(b.icmp_signed("<", t_next, ntaps), loop, done)
+        b.position_at_end(done)
+        return updated
+
+
+@intrinsic
+def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
+    """dst(dstart + c) = source(indices(istart + c) + shift) for c < count <= L: one masked gather
+    (vgatherqps / vgatherqpd) and one masked store, lanes c >= count untouched."""
+    if not all(isinstance(a, types.Array) for a in (source, indices, dst)) or indices.dtype != types.int64:
+        return None
+    if source.dtype not in (types.float32, types.float64) or dst.dtype != source.dtype:
+        return None
+    signature = types.void(source, indices, istart, shift, dst, dstart, count)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        src_p, idx_p, dst_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 1, 4))
+        istart, shift, dstart, count = (context.cast(builder, args[i], kinds[i], types.int64) for i in (2, 3, 5, 6))
+        v = _Lanes(builder, kinds[0].dtype)
+        b, module, lanes = builder, builder.module, v.lanes
+        ints, pointer = ir.VectorType(v.i64, lanes), ir.PointerType()
+        masks = ir.VectorType(ir.IntType(1), lanes)
+        suffix = f"v{lanes}{'f32' if lanes == 16 else 'f64'}"
+
+        def splat(value):
+            undefined = ir.Constant(ints, ir.Undefined)
+            one = b.insert_element(undefined, value, ir.Constant(v.i32, 0))
+            return b.shuffle_vector(one, undefined, ir.Constant(ir.VectorType(v.i32, lanes), [0] * lanes))
+
+        def function(name, result, arguments):
+            return cgutils.get_or_insert_function(module, ir.FunctionType(result, arguments), name)
+
+        mask = b.icmp_signed("<", ir.Constant(ints, list(range(lanes))), splat(count))
+        load = function(f"llvm.masked.load.v{lanes}i64.p0", ints, [pointer, v.i32, masks, ints])
+        index = b.call(load, [b.bitcast(b.gep(idx_p, [istart]), pointer), ir.Constant(v.i32, 8), mask, ir.Constant(ints, [0] * lanes)])
+        offsets = b.mul(b.add(index, splat(shift)), ir.Constant(ints, [v.size] * lanes))
+        addresses = b.inttoptr(b.add(splat(b.ptrtoint(src_p, v.i64)), offsets), ir.VectorType(pointer, lanes))
+        gather = function(f"llvm.masked.gather.{suffix}.v{lanes}p0", v.vector, [addresses.type, v.i32, masks, v.vector])
+        values = b.call(gather, [addresses, ir.Constant(v.i32, v.size), mask, ir.Constant(v.vector, ir.Undefined)])
+        store = function(f"llvm.masked.store.{suffix}.p0", ir.VoidType(), [v.vector, pointer, v.i32, masks])
+        b.call(store, [values, b.bitcast(b.gep(dst_p, [dstart]), pointer), ir.Constant(v.i32, v.size), mask])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@njit(cache=True)
+def _empty_aligned(count, like):
+    """An uninitialised 1-D array of `count` elements of like's dtype starting on a 64-byte boundary (a
+    cache line: the tiles' 512-bit loads and stores of it then never straddle two lines; +0-8% on the
+    forward, +6-10% on the weight gradient's grad_output blocks)."""
+    buffer = np.empty(count + 64 // like.itemsize, dtype=like.dtype)
+    skip = ((-buffer.ctypes.data) % 64) // like.itemsize
+    return buffer[skip : skip + count]
+
+
+def _aligned_empty(shape, dtype):
+    """_empty_aligned from Python: an uninitialised array of `shape` on a 64-byte boundary (NumPy puts
+    large arrays 16 bytes past one)."""
+    return _empty_aligned(int(np.prod(shape)), np.empty(0, dtype=dtype)).reshape(shape)
