@@ -292,7 +292,7 @@ def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
 
 
 @parallel_kernel(cache=True)
-def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, rows, samples_inner):
+def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, samples_inner):
     """conv2d, the formula of _conv2d_tiles (and conv.py's _conv2d_planes), in row tiles: packed(g *
     blocks + b, 4L t + c) = taps(g * C_out/groups + 4L b + c, t) (_pack_taps, blocks 4L wide), W_out
     a multiple of ROW_TILE. A task is one sample, group, block of 4L channels and `rows` output rows;
@@ -306,6 +306,8 @@ def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out
     blocks = packed.shape[0] // groups
     row_blocks = (out_h + rows - 1) // rows
     ntaps = offsets.size
+    lanes = 64 // out.itemsize
+    steps = np.arange(out_w) * width  # (the sums of one channel along a row)
     for task in prange(batch * groups * blocks * row_blocks):
         if samples_inner:
             n = task % batch
@@ -330,10 +332,15 @@ def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out
         for c in range(min(width, group_out - b * width)):
             j = g * group_out + b * width + c
             for h in range(h0, h1):  # (no division per value: p // W_out made this copy half the task's time)
-                dst = out[n, j, h]
-                row = sums[(h - h0) * out_w * width + c :]
-                for w in range(out_w):
-                    dst[w] = row[w * width]
+                if flat_out.size:  # a row of channel j: gathered from the sums, one gather per L columns
+                    at = ((n * out_channels + j) * out_h + h) * out_w
+                    for w0 in range(0, out_w, lanes):
+                        gather_lanes(sums, steps, w0, (h - h0) * out_w * width + c, flat_out, at + w0, min(lanes, out_w - w0))
+                else:
+                    dst = out[n, j, h]
+                    row = sums[(h - h0) * out_w * width + c :]
+                    for w in range(out_w):
+                        dst[w] = row[w * width]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -518,7 +525,8 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
         packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
         split = -(-TILE_TASKS // (out.shape[0] * groups * (packed.shape[0] // groups)))  # (as below)
         samples_inner = packed[0].nbytes > 4 * group_size * out.itemsize  # (a block's weights, a sample's planes)
-        _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, plane_w, -(-out_h // split), samples_inner)
+        flat_out = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
+        _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), samples_inner)
         return
     packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
     blocks = packed.shape[0] // groups
