@@ -212,7 +212,8 @@ def _pack_taps(weights, channel_base, tap_index, groups, packed):
     for output channel j = g * C_out/groups + B * b + r (taps(j, t) of the formula, read from the
     caller's flat weights wherever they lie), each group's output channels padded with zeros to blocks
     of B = packed.shape[1] // T channels (TILE_ROWS; the row tiles' blocks are 4L wide). A task is
-    one block and PACK_SPAN of its taps; it reads L rows (channels) at a time, one gather per tap, all
+    one block and PACK_SPAN of its taps, in the order of the blocks (so that each thread packs the
+    blocks that it then computes, where the tiles take the blocks in turn); it reads L rows (channels) at a time, one gather per tap, all
     the span's taps of those rows before the next L. (Rows of a convolution's own weights lie a
     multiple of 4 KB apart on ResNet's layers, so that 4L rows read at once all fell in two sets of
     L1 and evicted each other: 1.2 ms on 512x512x3x3 against 0.55; the scalar loop before the gathers
@@ -224,8 +225,8 @@ def _pack_taps(weights, channel_base, tap_index, groups, packed):
     spans = (count + PACK_SPAN - 1) // PACK_SPAN
     lanes = 64 // packed.itemsize
     for task in prange(spans * packed.shape[0]):
-        s = task // packed.shape[0]
-        block = task - s * packed.shape[0]
+        block = task // spans
+        s = task - block * spans
         g = block // blocks
         dst = packed[block]
         width = dst.size // count
@@ -297,9 +298,11 @@ def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out
     blocks + b, 4L t + c) = taps(g * C_out/groups + 4L b + c, t) (_pack_taps, blocks 4L wide), W_out
     a multiple of ROW_TILE. A task is one sample, group, block of 4L channels and `rows` output rows;
     its sums, position-major (4L channels per position) and started at the bias, take each run of
-    ROW_RUN taps tile by tile, then are written to out. samples_inner: the sample is the innermost
-    index of the task order, so that a thread's consecutive tasks share their block's weights (where
-    those outweigh a sample's input: 512->512 at 7x7, +5-10%; at 14x14 it cost 7%)."""
+    ROW_RUN taps tile by tile, then are written to out (by gathers, one per L columns of a channel's
+    row, where flat_out is out contiguous). samples_inner: the sample is the innermost index of the
+    task order, so that a thread's consecutive tasks share their block's weights (where those outweigh
+    a sample's input 4x, or 1x on 7-wide planes: +3-12% on ResNet-50's 7x7 layers; 256->256 at 14x14
+    took 10% longer)."""
     batch, out_channels, out_h, out_w = out.shape
     group_out = out_channels // groups
     width = packed.shape[1] // offsets.size
@@ -524,7 +527,8 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     if ROWS and out_w % ROW_TILE == 0 and out_w <= 2 * ROW_TILE and group_out >= lanes4:
         packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
         split = -(-TILE_TASKS // (out.shape[0] * groups * (packed.shape[0] // groups)))  # (as below)
-        samples_inner = packed[0].nbytes > 4 * group_size * out.itemsize  # (a block's weights, a sample's planes)
+        # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)
+        samples_inner = packed[0].nbytes > (1 if out_w == ROW_TILE else 4) * group_size * out.itemsize
         flat_out = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
         _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), samples_inner)
         return
