@@ -10,7 +10,7 @@ from numba import prange
 
 from .._arrays import contiguous
 
-from ._bounds import _end_valid, _first_valid
+from ._bounds import _tap_columns
 from ._parallel import parallel_kernel
 from ._tile import TILE_COLUMNS
 
@@ -24,6 +24,7 @@ def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
     plane = plane_h * plane_w
     xs = np.empty((batch, channels * sh * sw * plane + slack), dtype=x.dtype)
     xs[:, channels * sh * sw * plane :] = 0
+    lo, hi = _tap_columns(sw, 1, pw, sw, width, plane_w)  # (phase b's columns q with an input column)
     for task in prange(batch * channels):
         n = task // channels
         c = task - n * channels
@@ -38,8 +39,7 @@ def _phase_planes(x, ph, pw, sh, sw, plane_h, plane_w, slack):
                     dst[iw] = src[iw]
             else:  # phase by phase: padded columns col = q * sw + phase, input column col - pw
                 for phase in range(sw):
-                    q0 = _first_valid(phase - pw, sw)  # first q with q * sw + phase - pw >= 0
-                    q1 = _end_valid(phase - pw, sw, width, plane_w)  # ... and < width
+                    q0, q1 = lo[phase], hi[phase]  # q * sw + phase - pw in [0, width) for q0 <= q < q1
                     if q1 <= q0:
                         continue
                     dst = xs[n, base + phase * plane + q0 : base + phase * plane + q1]
