@@ -77,6 +77,20 @@ class _Lanes:
         )
         return b.icmp_signed("<", ir.Constant(ints, list(range(self.lanes))), splat)
 
+    def prefetch_tap(self, pointer, start, offsets, t, ntaps, distance, lines):
+        """Prefetch (into L1) `lines` cache lines from pointer + start + offsets(t + distance), the tap
+        `distance` ahead (the last tap's near the end of the taps)."""
+        b, i32 = self.builder, self.i32
+        ahead = b.add(t, self.const(distance))
+        last = b.sub(ntaps, self.const(1))
+        ahead = b.select(b.icmp_signed("<", ahead, last), ahead, last)
+        future = b.add(start, b.load(b.gep(offsets, [ahead])))
+        byte = ir.IntType(8).as_pointer()
+        function = cgutils.get_or_insert_function(b.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]), "llvm.prefetch.p0i8")
+        for line in range(lines):
+            address = b.bitcast(b.gep(pointer, [b.add(future, self.const(64 // self.size * line))]), byte)
+            b.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+
     def tap_loop(self, ntaps, rows, columns, step):
         """for t < ntaps: sums = step(t, sums), sums a rows x columns tile of vectors that starts at 0
         and lives in registers (phi nodes); returns the final tile (ntaps >= 1)."""

