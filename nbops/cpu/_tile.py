@@ -463,8 +463,9 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     whole rows, per call. Only the output's own positions are summed: the planes' columns w >= W_out
     are skipped, where a flat run over the planes computed them and threw them away (a 7-wide output
     on 9-wide planes: 29% more work). A task is one group, one block of channels and `tchunk` blocks
-    of twelve taps. Blocks past the last tap repeat it (computed, not written). Returns whether every
-    sum is finite.
+    of twelve taps. Blocks past the last tap repeat it (computed, not written). (No column is thrown
+    away, so an infinite input never meets a 0 that the formula does not have: no exact second pass,
+    as the plain loops need.)
     """
     batch, blocks, length, columns = grads.shape
     per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
@@ -479,7 +480,6 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     tblocks = (count + TILE_ROWS - 1) // TILE_ROWS
     tchunks = (tblocks + tchunk - 1) // tchunk
     flat = grads.reshape(-1)
-    nonfinite = 0
     for task in prange(groups * jblocks * tchunks):
         g, jb, tc = unravel3(task, jblocks, tchunks)
         tb0 = tc * tchunk
@@ -504,10 +504,7 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
         for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)
             dst = grad_taps[g * group_out + jb * columns + c]
             for i in range(min(nt * TILE_ROWS, count - tb0 * TILE_ROWS)):
-                value = sums[i, c]
-                dst[tb0 * TILE_ROWS + i] = value
-                nonfinite += not np.isfinite(value)
-    return nonfinite == 0
+                dst[tb0 * TILE_ROWS + i] = sums[i, c]
 
 
 @parallel_kernel(cache=True)
@@ -590,8 +587,7 @@ WEIGHT_RUN = 256  # positions (of one sample or several) per taps12x32 call of _
 
 def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad):
     """grad (C_out, T) = the weight gradient of conv.py's _conv2d_weight_grad through
-    _conv2d_weight_tiles, from the phase planes xs and grad_output grad4 (N, C_out, rows, W_out);
-    returns whether every sum is finite."""
+    _conv2d_weight_tiles, from the phase planes xs and grad_output grad4 (N, C_out, rows, W_out)."""
     batch, channels, rows, out_w = grad4.shape
     # grad_output in blocks of 2L channels (zeros in each group's channels past a multiple of 2L)
     columns = 128 // grad4.itemsize
@@ -600,4 +596,4 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad):
     _channel_blocks(grad4, groups, grads)
     work = grad.size * batch * rows * out_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
     tchunk = min(-(-offsets.size // TILE_ROWS), 16)
-    return _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, plane_w, out_w, tchunk, WEIGHT_RUN)
+    _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, plane_w, out_w, tchunk, WEIGHT_RUN)

@@ -262,7 +262,7 @@ def _conv2d_weight_grad_rows(xs, grad_out, offsets, group_size, groups, plane_w,
 
         grad_taps(j, t) = sum_n sum_h sum_{w < W_out} grad_output(n, j, h, w) * xs(n, g * group_size + offsets(t) + h*Wq + w)
 
-    Slower (a short dot product per row); used when the fast kernel's result is not finite, where a
+    Slower (a short dot product per row); used when _conv2d_weight_grad's result is not finite, where a
     thrown-away column may have multiplied an infinite input by 0 (NaN) that the sum never includes.
     A task is one output channel.
     """
@@ -461,8 +461,8 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
             source4, strides, before, padded = pointwise
         # (both kernels read the planes only where the rows reach: no slack)
         xs, offsets, group_size, plane_w, _ = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups, 0)
-        if TILED:
-            finite = _run_weight_tiles(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
+        if TILED:  # (over the output's own positions only: exact as it is)
+            _run_weight_tiles(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
         else:
             # grad_output on the planes' flat index h * Wq + w (zeros in the columns past W_out): each
             # (sample, channel, tap) is then one long dot product
@@ -470,9 +470,8 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
             grad_rows[:, :, :out_h, :out_w] = grad4[:, :, :rows]
             work = _conv_work(grad.size, batch * rows * plane_w)
             _conv2d_weight_grad.pick(work)(xs, grad_rows.reshape(batch, channels, -1), offsets, group_size, groups, grad)
-            finite = np.isfinite(grad).all()
-        if not finite:  # an inf input may have met a thrown-away column's 0: sum exactly
-            _conv2d_weight_grad_rows(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
+            if not np.isfinite(grad).all():  # an inf input may have met a thrown-away column's 0: sum exactly
+                _conv2d_weight_grad_rows(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
     return grad.reshape(weight_shape)
 
 
