@@ -124,19 +124,24 @@ def test_tiles_of_every_height(group_out, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("group_out", [3, 10, 12, 20])
-def test_tiles_add_to_the_output_within_it(group_out, dtype):
-    """Where the tiles add to the output where it lies (1x1, no padding: planes as wide as the output),
-    a group's padding rows (0 * inf would be NaN) and a task's last tile stop at the output's last
-    channel and position: an output at the head of a larger buffer leaves the rest alone."""
-    x = randn((2, 6, 9, 8), dtype, seed=group_out)
-    x[1, 5, 8, 7] = float("inf")  # the last sample's last channel, read by the last block's padding rows
-    w = randn((2 * group_out, 3, 1, 1), dtype, seed=1)
+@pytest.mark.parametrize("kernel, stride, width", [(1, 1, 8), (3, 1, 17), (3, 1, 29), (3, 2, 33)])
+def test_tiles_add_to_the_output_within_it(kernel, stride, width, group_out, dtype):
+    """Where the planes are as wide as the output (1x1, no padding) the tiles add to the output where it
+    lies: a group's padding rows (0 * inf would be NaN) and a task's last tile stop at the output's
+    last channel and position, so an output at the head of a larger buffer leaves the rest alone.
+    (3x3 kernels, whose planes are wider, go through a buffer: the same checks, every value as torch.)"""
+    x = randn((2, 6, 9, width), dtype, seed=group_out)
+    x[1, 5, 8, width - 1] = float("inf")  # the last sample's last channel, read by the last block's padding rows
+    w = randn((2 * group_out, 3, kernel, kernel), dtype, seed=1)
     b = randn((2 * group_out,), dtype, seed=2)
-    expected = F.conv2d(x, w, b, 1, 0, 1, 2)
-    buffer = np.full(expected.numel() + 12 * 9 * 8, 7.0, dtype=x.numpy().dtype)  # (room for a block's rows)
+    pad = kernel // 2
+    expected = F.conv2d(x, w, b, stride, pad, 1, 2)
+    plane = expected.shape[2] * expected.shape[3]
+    buffer = np.full(expected.numel() + 12 * plane, 7.0, dtype=x.numpy().dtype)  # (room for a block's rows)
     out = buffer[: expected.numel()].reshape(expected.shape)
+    padded = (9 + 2 * pad, width + 2 * pad)
     with conv_path("tiles"):
-        cpu_conv._conv2d_fast(x.numpy(), w.numpy(), b.numpy(), out, (1, 1), (0, 0), (9, 8), (1, 1), 2)
+        cpu_conv._conv2d_fast(x.numpy(), w.numpy(), b.numpy(), out, (stride,) * 2, (pad, pad), padded, (1, 1), 2)
     assert_same(torch.from_numpy(out), expected, SUM_TOL[dtype])
     assert (buffer[expected.numel() :] == 7.0).all()
 
