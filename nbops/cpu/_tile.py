@@ -109,7 +109,7 @@ def tile4x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart
 TILE_TARGET = 4096  # output positions (q) per task of _conv2d_tiles at most (more tiles per weight load)
 TILE_WEIGHT_BYTES = 256 * 1024  # packed weights of the channel blocks of one task (kept hot in L2)
 TILE_TASKS = 8  # _conv2d_tiles makes at least this many tasks where the output rows allow
-TILE_TAPS = 256  # taps per run of tile12x32 (fewer where each tap reads another input channel: see _run_tiles)
+TILE_TAPS = 256  # taps per run of tile12x32
 
 
 @parallel_kernel(cache=True)
@@ -534,10 +534,10 @@ def _channel_blocks(grad_out, groups, grads):
 # ------------------------------------------------------------------------------------------- drivers
 
 
-def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, group_size, groups, bias, out, plane_w, work, tail=None):
+def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups, bias, out, plane_w, work, tail=None):
     """out = the phase-plane convolution of xs through _conv2d_tiles, with T >= 1 taps at `offsets`
-    (sorted), taps_per_channel of them reading each input channel's planes, and taps(j, t) =
-    weights.flat[channel_base(j) + tap_index(t)]; `tail`: the planes of the samples past len(xs)."""
+    (sorted) and taps(j, t) = weights.flat[channel_base(j) + tap_index(t)]; `tail`: the planes of the
+    samples past len(xs)."""
     out_channels, count = channel_base.size, tap_index.size
     group_out = out_channels // groups
     tail = xs[:0] if tail is None else tail
@@ -561,9 +561,10 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, taps_per_channel, 
     # chunks)
     split = -(-TILE_TASKS // (out.shape[0] * groups * -(-blocks // chunk)))
     rows = min(rows, max(1, -(-out_h // split)))
-    # a run's inputs stay in L1: about 28 input channels (all the taps of a 3x3 kernel on each), so
-    # runs of 1x1 taps are short (64 taps: measured best of 32-512 on ResNet-50's 1x1 layers)
-    run = min(TILE_TAPS, max(64, taps_per_channel * 28))
+    # runs of TILE_TAPS taps, 1x1 kernels too (their inputs, 256 channels' positions, outgrow L1, but
+    # each run ends in the tiles' adds to the sums: with the sums in out itself, runs of 64 taps ran
+    # 0-15% slower on ResNet-50's 1x1 layers)
+    run = TILE_TAPS
     # (planes as wide as the output: the tiles add to out itself)
     flat_out = out.reshape(-1) if plane_w == out_w and out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
     _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, chunk, run)

@@ -349,7 +349,7 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
             flat, channel_base, tap_index = w.flat, w.channel_base, w.tap_index[order]
         else:
             flat, channel_base, tap_index = w, np.arange(out_channels, dtype=np.int64) * count, order
-        _run_tiles(xs, flat, channel_base, tap_index, offsets, w.shape[2] * w.shape[3], group_size, groups, b, out, plane_w, work, last)
+        _run_tiles(xs, flat, channel_base, tap_index, offsets, group_size, groups, b, out, plane_w, work, last)
         return
     if isinstance(w, _Taps):
         w = w.dense()
@@ -438,7 +438,7 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
         work = _conv_work(part.size, offsets.size)
         if tiled and offsets.size:  # (the tiles write the strided part in place)
             order = np.argsort(offsets, kind="stable")
-            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], offsets.size // group_in, group_size, groups, bias, part, plane_w, work)
+            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], group_size, groups, bias, part, plane_w, work)
         elif tiled:  # no tap reaches this phase: the bias
             part[...] = bias.reshape(1, -1, 1, 1)
         else:
