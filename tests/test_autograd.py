@@ -132,7 +132,9 @@ def test_conv_gradients_on_small_and_large_planes():
     (40, 70, 3, 1, 1, 1, (21, 19)),  # several blocks of channels and taps, runs of several samples
     (20, 66, 3, 2, 1, 2, (23, 24)),  # groups, each with a part-filled last block of channels
     (24, 40, 1, 2, 0, 1, (33, 30)),  # a 1x1 with a stride: the input positions it reads, no planes
-    (24, 40, 1, 1, 0, 1, (40, 41)),  # a 1x1 without: the input itself
+    (24, 40, 1, 1, 0, 1, (40, 41)),  # a 1x1 without: the input itself (both expanding: input in blocks)
+    (24, 40, 1, 1, 0, 1, (9, 10)),  # expanding on a small plane: grad_output in blocks
+    (40, 24, 1, 1, 0, 1, (20, 21)),  # contracting: grad_output in blocks
     (3, 5, (2, 3), 1, (1, 0), 1, (70, 80)),  # long samples: runs of part of one
 ])
 def test_conv2d_weight_gradient_across_blocks(path, dtype, cin, cout, kernel, stride, padding, groups, size):

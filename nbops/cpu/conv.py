@@ -459,6 +459,17 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
         pointwise = _pointwise(source4, weight_shape, strides, before, (rows, out_w))
         if pointwise is not None:
             source4, strides, before, padded = pointwise
+        in_place = weight_shape[2:] == (1, 1) and tuple(strides) == (1, 1) and tuple(before) == (0, 0) and tuple(padded) == (rows, out_w)
+        if TILED and in_place and groups == 1 and out_channels > weight_shape[1] and rows * out_w >= 196:
+            # a 1x1 kernel's gradient is a matrix product, grad (C_out, C_in) = grad_output (C_out, N*H*W)
+            # x input^T, and the tiles lay out their vector operand in blocks of channels: here the input,
+            # the smaller one (an expanding layer's), with grad_output read in place (64->256 on 56x56:
+            # the blocks of grad_output took 1.5 ms of 5.3; 1.1-1.5x on ResNet-50's expanding layers
+            # from 14x14 outputs up, 0.75x at 7x7)
+            spread = contiguous(grad4[:, :, :rows]).reshape(batch, -1)
+            offsets = np.arange(out_channels, dtype=np.int64) * (rows * out_w)
+            _run_weight_tiles(spread, source4, offsets, spread.shape[1], 1, out_w, grad.T)  # (written turned)
+            return grad.reshape(weight_shape)
         # (both kernels read the planes only where the rows reach: no slack)
         xs, offsets, group_size, plane_w, _ = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups, 0)
         if TILED:  # (over the output's own positions only: exact as it is)
