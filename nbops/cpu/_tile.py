@@ -20,9 +20,9 @@ tap step loads two vectors of input, broadcasts twelve weights, and issues 24 fu
 written once per run of taps. (With 6 x 32, 12 registers, the loop ran at 50-65% of one core's sgemm
 speed in L1, its two unaligned input loads weighing on only 12 FMAs; with 12 x 32 at 75-115%.) Numba
 cannot keep such a tile in registers by itself (a small local array is heap memory, and its SLP
-vectoriser is off), hence an intrinsic that writes the loop in LLVM IR (with _lanes.py's helpers). ntaps must be at least 1. The
-plain loops of the same sum, _conv2d_planes and _conv2d_pixels in conv.py, are what the tests also run
-both dtypes through (with torch as the reference).
+vectoriser is off), hence an intrinsic that writes the loop in LLVM IR (with _lanes.py's helpers).
+ntaps must be at least 1. The plain loops of the same sum, _conv2d_planes and _conv2d_pixels in
+conv.py, are what the tests also run both dtypes through (with torch as the reference).
 """
 
 import numpy as np
@@ -160,7 +160,8 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
             width = out_h * out_w
             first = (n * out_channels + j0) * width + h0 * out_w
             for j in range(j0, j1):
-                sums[first + (j - j0) * width : first + (j - j0) * width + positions] = packed_bias[(g * blocks) * TILE_ROWS + j - g * group_out]
+                at = first + (j - j0) * width
+                sums[at : at + (h1 - h0) * out_w] = packed_bias[(g * blocks) * TILE_ROWS + j - g * group_out]
         else:  # the sums are a buffer of whole tiles
             width = tiles * columns
             first = 0
@@ -204,11 +205,11 @@ def _pack_taps(weights, channel_base, tap_index, groups, packed):
     caller's flat weights wherever they lie), each group's output channels padded with zeros to blocks
     of B = packed.shape[1] // T channels (TILE_ROWS; the row tiles' blocks are 4L wide). A task is
     one block and PACK_SPAN of its taps, in the order of the blocks (so that each thread packs the
-    blocks that it then computes, where the tiles take the blocks in turn); it reads L rows (channels) at a time, one gather per tap, all
-    the span's taps of those rows before the next L. (Rows of a convolution's own weights lie a
-    multiple of 4 KB apart on ResNet's layers, so that 4L rows read at once all fell in two sets of
-    L1 and evicted each other: 1.2 ms on 512x512x3x3 against 0.55; the scalar loop before the gathers
-    took 1.8 ms.)"""
+    blocks that it then computes, where the tiles take the blocks in turn); it reads L rows (channels)
+    at a time, one gather per tap, all the span's taps of those rows before the next L. (Rows of a
+    convolution's own weights lie a multiple of 4 KB apart on ResNet's layers, so that 4L rows read at
+    once all fell in two sets of L1 and evicted each other: 1.2 ms on 512x512x3x3 against 0.55; the
+    scalar loop before the gathers took 1.8 ms.)"""
     out_channels = channel_base.size
     count = tap_index.size
     group_out = out_channels // groups
