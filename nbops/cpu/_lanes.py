@@ -21,9 +21,14 @@ class _Lanes:
         self.lanes, self.size = (16, 4) if single else (8, 8)
         self.i32, self.i64 = ir.IntType(32), ir.IntType(64)
         self.vector = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), self.lanes)
+        self.ints = ir.VectorType(self.i64, self.lanes)
+        self.masks = ir.VectorType(ir.IntType(1), self.lanes)
         self.zero = ir.Constant(self.vector, [0.0] * self.lanes)
-        name = f"llvm.fma.v{self.lanes}{'f32' if single else 'f64'}"
-        self.fma_function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.vector, [self.vector] * 3), name)
+        self.suffix = f"v{self.lanes}{'f32' if single else 'f64'}"  # (the intrinsics' names for self.vector)
+        self.fma_function = self.function(f"llvm.fma.{self.suffix}", self.vector, [self.vector] * 3)
+
+    def function(self, name, result, arguments):  # an LLVM intrinsic, declared once per module
+        return cgutils.get_or_insert_function(self.builder.module, ir.FunctionType(result, arguments), name)
 
     def const(self, value):
         return ir.Constant(self.i64, value)
@@ -53,29 +58,31 @@ class _Lanes:
         address = self.at(pointer, index)
         self.builder.store(self.builder.fadd(self.builder.load(address, align=self.size), value), address, align=self.size)
 
+    def masked_load(self, kind, pointer, index, mask):
+        """The vector of `kind` (self.vector, or self.ints: int64 lanes) at pointer + index in the lanes
+        where mask is set, 0 in the others (which are not read)."""
+        name, size = (self.suffix, self.size) if kind is self.vector else (f"v{self.lanes}i64", 8)
+        load = self.function(f"llvm.masked.load.{name}.p0", kind, [ir.PointerType(), self.i32, self.masks, kind])
+        address = self.builder.bitcast(self.builder.gep(pointer, [index]), ir.PointerType())
+        return self.builder.call(load, [address, ir.Constant(self.i32, size), mask, ir.Constant(kind, [0] * self.lanes)])
+
+    def masked_store(self, value, pointer, index, mask):  # value's lanes where mask is set to pointer + index
+        store = self.function(f"llvm.masked.store.{self.suffix}.p0", ir.VoidType(), [self.vector, ir.PointerType(), self.i32, self.masks])
+        address = self.builder.bitcast(self.builder.gep(pointer, [index]), ir.PointerType())
+        self.builder.call(store, [value, address, ir.Constant(self.i32, self.size), mask])
+
     def masked_add_to(self, pointer, index, value, mask):  # add_to in the lanes where mask is set
-        b, pointer_type = self.builder, ir.PointerType()
-        masks = ir.VectorType(ir.IntType(1), self.lanes)
-        suffix = f"v{self.lanes}{'f32' if self.lanes == 16 else 'f64'}.p0"
-        load = cgutils.get_or_insert_function(
-            b.module, ir.FunctionType(self.vector, [pointer_type, self.i32, masks, self.vector]), f"llvm.masked.load.{suffix}"
-        )
-        store = cgutils.get_or_insert_function(
-            b.module, ir.FunctionType(ir.VoidType(), [self.vector, pointer_type, self.i32, masks]), f"llvm.masked.store.{suffix}"
-        )
-        address = b.bitcast(b.gep(pointer, [index]), pointer_type)
-        alignment = ir.Constant(self.i32, self.size)
-        total = b.fadd(b.call(load, [address, alignment, mask, self.zero]), value)
-        b.call(store, [total, address, alignment, mask])
+        total = self.builder.fadd(self.masked_load(self.vector, pointer, index, mask), value)
+        self.masked_store(total, pointer, index, mask)
+
+    def splat(self, value):  # an int64 value in every lane
+        b = self.builder
+        undefined = ir.Constant(self.ints, ir.Undefined)
+        one = b.insert_element(undefined, value, ir.Constant(self.i32, 0))
+        return b.shuffle_vector(one, undefined, ir.Constant(ir.VectorType(self.i32, self.lanes), [0] * self.lanes))
 
     def lanes_below(self, count):  # the mask of the lanes c < count
-        b = self.builder
-        ints = ir.VectorType(self.i64, self.lanes)
-        undefined = ir.Constant(ints, ir.Undefined)
-        splat = b.shuffle_vector(
-            b.insert_element(undefined, count, ir.Constant(self.i32, 0)), undefined, ir.Constant(ir.VectorType(self.i32, self.lanes), [0] * self.lanes)
-        )
-        return b.icmp_signed("<", ir.Constant(ints, list(range(self.lanes))), splat)
+        return self.builder.icmp_signed("<", ir.Constant(self.ints, list(range(self.lanes))), self.splat(count))
 
     def prefetch_tap(self, pointer, start, offsets, t, ntaps, distance, lines):
         """Prefetch (into L1) `lines` cache lines from pointer + start + offsets(t + distance), the tap
@@ -86,7 +93,7 @@ class _Lanes:
         ahead = b.select(b.icmp_signed("<", ahead, last), ahead, last)
         future = b.add(start, b.load(b.gep(offsets, [ahead])))
         byte = ir.IntType(8).as_pointer()
-        function = cgutils.get_or_insert_function(b.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]), "llvm.prefetch.p0i8")
+        function = self.function("llvm.prefetch.p0i8", ir.VoidType(), [byte, i32, i32, i32])
         for line in range(lines):
             address = b.bitcast(b.gep(pointer, [b.add(future, self.const(64 // self.size * line))]), byte)
             b.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
@@ -131,28 +138,14 @@ def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
         src_p, idx_p, dst_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 1, 4))
         istart, shift, dstart, count = (context.cast(builder, args[i], kinds[i], types.int64) for i in (2, 3, 5, 6))
         v = _Lanes(builder, kinds[0].dtype)
-        b, module, lanes = builder, builder.module, v.lanes
-        ints, pointer = ir.VectorType(v.i64, lanes), ir.PointerType()
-        masks = ir.VectorType(ir.IntType(1), lanes)
-        suffix = f"v{lanes}{'f32' if lanes == 16 else 'f64'}"
-
-        def splat(value):
-            undefined = ir.Constant(ints, ir.Undefined)
-            one = b.insert_element(undefined, value, ir.Constant(v.i32, 0))
-            return b.shuffle_vector(one, undefined, ir.Constant(ir.VectorType(v.i32, lanes), [0] * lanes))
-
-        def function(name, result, arguments):
-            return cgutils.get_or_insert_function(module, ir.FunctionType(result, arguments), name)
-
-        mask = b.icmp_signed("<", ir.Constant(ints, list(range(lanes))), splat(count))
-        load = function(f"llvm.masked.load.v{lanes}i64.p0", ints, [pointer, v.i32, masks, ints])
-        index = b.call(load, [b.bitcast(b.gep(idx_p, [istart]), pointer), ir.Constant(v.i32, 8), mask, ir.Constant(ints, [0] * lanes)])
-        offsets = b.mul(b.add(index, splat(shift)), ir.Constant(ints, [v.size] * lanes))
-        addresses = b.inttoptr(b.add(splat(b.ptrtoint(src_p, v.i64)), offsets), ir.VectorType(pointer, lanes))
-        gather = function(f"llvm.masked.gather.{suffix}.v{lanes}p0", v.vector, [addresses.type, v.i32, masks, v.vector])
+        b, lanes = builder, v.lanes
+        mask = v.lanes_below(count)
+        index = v.masked_load(v.ints, idx_p, istart, mask)
+        offsets = b.mul(b.add(index, v.splat(shift)), ir.Constant(v.ints, [v.size] * lanes))
+        addresses = b.inttoptr(b.add(v.splat(b.ptrtoint(src_p, v.i64)), offsets), ir.VectorType(ir.PointerType(), lanes))
+        gather = v.function(f"llvm.masked.gather.{v.suffix}.v{lanes}p0", v.vector, [addresses.type, v.i32, v.masks, v.vector])
         values = b.call(gather, [addresses, ir.Constant(v.i32, v.size), mask, ir.Constant(v.vector, ir.Undefined)])
-        store = function(f"llvm.masked.store.{suffix}.p0", ir.VoidType(), [v.vector, pointer, v.i32, masks])
-        b.call(store, [values, b.bitcast(b.gep(dst_p, [dstart]), pointer), ir.Constant(v.i32, v.size), mask])
+        v.masked_store(values, dst_p, dstart, mask)
         return context.get_dummy_value()
 
     return signature, codegen

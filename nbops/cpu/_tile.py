@@ -445,8 +445,7 @@ def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, sa
         for r in range(TILE_ROWS):
             at = builder.add(ostart, builder.mul(ostride, const(r)))
             for c in range(2):
-                pointer = vector_at(data[11], builder.add(at, const(lanes * c)))
-                builder.store(builder.fadd(builder.load(pointer, align=size), totals[r][c]), pointer, align=size)
+                v.add_to(data[11], builder.add(at, const(lanes * c)), totals[r][c])
         return context.get_dummy_value()
 
     return signature, codegen
