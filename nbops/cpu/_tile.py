@@ -470,7 +470,8 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     batch, blocks, length, columns = grads.shape
     per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
     flat_rows = plane_w == out_w  # (planes as wide as the output: a run is any span of positions)
-    unit = 1 if flat_rows else out_w  # a run is whole units: positions, else rows
+    # a run is whole units, positions (else rows): each `unit` long in grads, `plane_unit` in the planes
+    unit, plane_unit = (1, 1) if flat_rows else (out_w, plane_w)
     units = length // unit
     step = max(1, run // unit)
     runs = (units + step - 1) // step  # runs of equal length (no short last run)
@@ -494,7 +495,7 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
             for u0 in range(0, units, step):
                 span = min(units - u0, step)
                 rows, width = (1, span) if flat_rows else (span, out_w)
-                src = xs.reshape(-1)[n0 * xs.shape[1] + u0 * unit * plane_w // out_w :]
+                src = xs.reshape(-1)[n0 * xs.shape[1] + u0 * plane_unit :]
                 at = n0 * blocks * length * columns + block + u0 * unit * columns
                 for tb in range(nt):
                     taps12x32(
@@ -543,6 +544,8 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     tail = xs[:0] if tail is None else tail
     out_h, out_w = out.shape[2:]
     lanes4 = 256 // out.itemsize
+    # out itself, flat, where the kernels can write it so (contiguous; else empty: they take a buffer)
+    flat_out = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
     # narrow planes: row tiles (1x1 kernels included: 1.05-1.16x the 12 x 32 tiles on ResNet-50's
     # 7x7 and 14x14 layers; on 28x28 and 56x56 planes the 12 x 32 tiles are faster, to 1.6x)
     if ROWS and out_w % ROW_TILE == 0 and out_w <= 2 * ROW_TILE and group_out >= lanes4:
@@ -550,7 +553,6 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
         split = -(-TILE_TASKS // (out.shape[0] * groups * (packed.shape[0] // groups)))  # (as below)
         # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)
         samples_inner = packed[0].nbytes > (1 if out_w == ROW_TILE else 4) * group_size * out.itemsize
-        flat_out = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
         _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), samples_inner)
         return
     packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
@@ -566,7 +568,7 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     # 0-15% slower on ResNet-50's 1x1 layers)
     run = TILE_TAPS
     # (planes as wide as the output: the tiles add to out itself)
-    flat_out = out.reshape(-1) if plane_w == out_w and out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
+    flat_out = flat_out if plane_w == out_w else flat_out[:0]
     _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, chunk, run)
 
 
