@@ -61,6 +61,13 @@ def _conv_arrays(op, input, weight, bias, groups, transposed):
     return x4, unbatched, w, b, groups, out_channels
 
 
+def same_padding(kernel, dilation):
+    """(before, after) of conv2d's padding='same' (stride 1): dilation * (k - 1) zeros in all along each
+    dim, the odd one after (bottom, right), as torch pads."""
+    total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation), like torch.nn.functional.conv2d.
 
@@ -88,9 +95,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         elif padding == "same":
             if strides != (1, 1):
                 raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions, got stride={strides}")
-            total = tuple(d * (k - 1) for d, k in zip(dilations, kernel))
-            before = tuple(t // 2 for t in total)
-            after = tuple(t - t // 2 for t in total)
+            before, after = same_padding(kernel, dilations)
         else:
             raise ValueError(f"conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
     else:

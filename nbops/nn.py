@@ -18,6 +18,7 @@ from torch import nn
 
 from . import functional as F
 from . import library  # noqa: F401  (registers torch.ops.nbops, which the modules call while traced)
+from .conv import same_padding
 
 try:  # torchvision's RoIPool is the twin when torchvision is there
     from torchvision.ops import RoIPool as _TorchRoIPool
@@ -73,16 +74,15 @@ class Conv2d(nn.Conv2d):
 
 
 def _string_padding(input, padding, kernel, dilation):
-    """(input, int padding) for conv2d's padding='valid' or 'same' (stride 1): 'same' pads each dim by
-    dilation * (k - 1) in all, the odd one more at the bottom/right, as nbops.conv2d and torch do; an
-    uneven split is added to the input first (zeros), the even part stays the op's padding."""
+    """(input, int padding) for conv2d's padding='valid' or 'same' (stride 1), whose op takes one padding
+    for both sides: where 'same' pads more after than before (nbops.conv.same_padding), the difference
+    is added to the input first (zeros), the rest stays the op's padding."""
     if padding == "valid":
         return input, (0, 0)
-    totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
-    extra = [t % 2 for t in totals]
-    if any(extra):
-        input = nn.functional.pad(input, (0, extra[1], 0, extra[0]))
-    return input, tuple(t // 2 for t in totals)
+    before, after = same_padding(kernel, dilation)
+    if after != before:
+        input = nn.functional.pad(input, (0, after[1] - before[1], 0, after[0] - before[0]))
+    return input, before
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
