@@ -27,7 +27,7 @@ conv.py, are what the tests also run both dtypes through (with torch as the refe
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -215,22 +215,27 @@ def _pack_taps(weights, channel_base, tap_index, groups, packed):
     group_out = out_channels // groups
     blocks = packed.shape[0] // groups
     spans = (count + PACK_SPAN - 1) // PACK_SPAN
-    lanes = 64 // packed.itemsize
     for task in prange(spans * packed.shape[0]):
         block = task // spans
         s = task - block * spans
         g = block // blocks
-        dst = packed[block]
-        width = dst.size // count
+        width = packed.shape[1] // count
         first = g * group_out + (block - g * blocks) * width  # (channel_base's index of the block's first row)
         valid = min(width, group_out - (block - g * blocks) * width)  # (rows past it: padding)
-        t0, t1 = s * PACK_SPAN, min(count, (s + 1) * PACK_SPAN)
-        for r0 in range(0, valid, lanes):
-            for t in range(t0, t1):
-                gather_lanes(weights, channel_base, first + r0, tap_index[t], dst, t * width + r0, min(lanes, valid - r0))
+        _pack_span(weights, channel_base, tap_index, first, valid, s * PACK_SPAN, min(count, (s + 1) * PACK_SPAN), packed[block], width)
+
+
+@njit(cache=True, inline="always")
+def _pack_span(weights, channel_base, tap_index, first, valid, t0, t1, dst, width):
+    """dst(width * t + r) = weights(channel_base(first + r) + tap_index(t)) for taps t0 <= t < t1 and
+    rows r < valid, zeros in rows valid <= r < width: L rows at a time, one gather per tap."""
+    lanes = 64 // dst.itemsize
+    for r0 in range(0, valid, lanes):
         for t in range(t0, t1):
-            for r in range(valid, width):
-                dst[t * width + r] = 0.0
+            gather_lanes(weights, channel_base, first + r0, tap_index[t], dst, t * width + r0, min(lanes, valid - r0))
+    for t in range(t0, t1):
+        for r in range(valid, width):
+            dst[t * width + r] = 0.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -280,6 +285,7 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefet
 
 ROW_TILE = 7  # output positions per row tile (W_out a multiple of it)
 ROWS = True  # narrow output planes through the row tiles (False: the 12 x 32 tiles everywhere)
+FUSED = True  # row tiles pack their own block where it outweighs a sample (False: _pack_taps first)
 ROW_RUN = 128  # taps per row-tile call (their packed weights, 32 KB in float32, stay in L1)
 
 
@@ -289,57 +295,61 @@ def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
 
 
 @parallel_kernel(cache=True)
-def _conv2d_rows(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, samples_inner):
-    """conv2d, the formula of _conv2d_tiles (and conv.py's _conv2d_planes), in row tiles: packed(g *
-    blocks + b, 4L t + c) = taps(g * C_out/groups + 4L b + c, t) (_pack_taps, blocks 4L wide), W_out
-    a multiple of ROW_TILE. A task is one sample, group, block of 4L channels and `rows` output rows;
-    its sums, position-major (4L channels per position) and started at the bias, take each run of
-    ROW_RUN taps tile by tile, then are written to out (by gathers, one per L columns of a channel's
-    row, where flat_out is out contiguous). samples_inner: the sample is the innermost index of the
-    task order, so that a thread's consecutive tasks share their block's weights (where those outweigh
-    a sample's input 4x, or 1x on 7-wide planes: +3-12% on ResNet-50's 7x7 layers; 256->256 at 14x14
-    took 10% longer)."""
+def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, fused):
+    """conv2d, the formula of _conv2d_tiles (and conv.py's _conv2d_planes), in row tiles: a block's
+    weights packed(4L t + c) = taps(g * C_out/groups + 4L b + c, t) (blocks 4L wide), W_out a multiple
+    of ROW_TILE. A task is one group, block of 4L channels and `rows` output rows, and one sample, or
+    every sample where `fused`: then the task packs its block itself (_pack_span from the flat
+    weights, channel_base and tap_index of _run_tiles, into L2, where the block outweighs a sample's
+    planes: 512->512 3x3 at 7x7 wrote and read back 9.4 MB of packed weights, 8% of the layer), else
+    its weights are packed(g * blocks + b) (_pack_taps, before the call). For each sample, its sums,
+    position-major (4L channels per position) and started at the bias, take each run of ROW_RUN taps
+    tile by tile, then are written to out (by gathers, one per L columns of a channel's row, where
+    flat_out is out contiguous)."""
     batch, out_channels, out_h, out_w = out.shape
     group_out = out_channels // groups
-    width = packed.shape[1] // offsets.size
-    blocks = packed.shape[0] // groups
-    row_blocks = (out_h + rows - 1) // rows
     ntaps = offsets.size
     lanes = 64 // out.itemsize
+    width = 4 * lanes
+    blocks = (group_out + width - 1) // width
+    row_blocks = (out_h + rows - 1) // rows
+    samples = batch if fused else 1  # per task
     steps = np.arange(out_w) * width  # (the sums of one channel along a row)
-    for task in prange(batch * groups * blocks * row_blocks):
-        if samples_inner:
-            n = task % batch
-            g, b, row_block = unravel3(task // batch, blocks, row_blocks)
+    for task in prange((batch // samples) * groups * blocks * row_blocks):
+        n0 = task // (groups * blocks * row_blocks) * samples
+        g, b, row_block = unravel3(task % (groups * blocks * row_blocks), blocks, row_blocks)
+        if fused:
+            block = _empty_aligned(ntaps * width, out)
+            for t0 in range(0, ntaps, PACK_SPAN):
+                _pack_span(weights, channel_base, tap_index, g * group_out + b * width, min(width, group_out - b * width), t0, min(ntaps, t0 + PACK_SPAN), block, width)
         else:
-            n = task // (groups * blocks * row_blocks)
-            g, b, row_block = unravel3(task - n * groups * blocks * row_blocks, blocks, row_blocks)
+            block = packed[g * blocks + b]
         h0 = row_block * rows
         h1 = min(out_h, h0 + rows)
         positions = (h1 - h0) * out_w
         sums = _empty_aligned(positions * width, out)
-        for p in range(positions):
-            sums[p * width : (p + 1) * width] = packed_bias[(g * blocks + b) * width : (g * blocks + b + 1) * width]
-        src = xs[n] if n < xs.shape[0] else tail[n - xs.shape[0]]
-        weights = packed[g * blocks + b]
-        for t0 in range(0, ntaps, ROW_RUN):
-            t1 = min(ntaps, t0 + ROW_RUN)
-            for h in range(h0, h1):
-                for w0 in range(0, out_w, ROW_TILE):
-                    at = ((h - h0) * out_w + w0) * width
-                    row7x4(src, g * group_size + h * plane_w + w0, offsets[t0:t1], t1 - t0, weights, t0 * width, sums, at)
-        for c in range(min(width, group_out - b * width)):
-            j = g * group_out + b * width + c
-            for h in range(h0, h1):  # (no division per value: p // W_out made this copy half the task's time)
-                if flat_out.size:  # a row of channel j: gathered from the sums, one gather per L columns
-                    at = ((n * out_channels + j) * out_h + h) * out_w
-                    for w0 in range(0, out_w, lanes):
-                        gather_lanes(sums, steps, w0, (h - h0) * out_w * width + c, flat_out, at + w0, min(lanes, out_w - w0))
-                else:
-                    dst = out[n, j, h]
-                    row = sums[(h - h0) * out_w * width + c :]
-                    for w in range(out_w):
-                        dst[w] = row[w * width]
+        for n in range(n0, n0 + samples):
+            for p in range(positions):
+                sums[p * width : (p + 1) * width] = packed_bias[(g * blocks + b) * width : (g * blocks + b + 1) * width]
+            src = xs[n] if n < xs.shape[0] else tail[n - xs.shape[0]]
+            for t0 in range(0, ntaps, ROW_RUN):
+                t1 = min(ntaps, t0 + ROW_RUN)
+                for h in range(h0, h1):
+                    for w0 in range(0, out_w, ROW_TILE):
+                        at = ((h - h0) * out_w + w0) * width
+                        row7x4(src, g * group_size + h * plane_w + w0, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+            for c in range(min(width, group_out - b * width)):
+                j = g * group_out + b * width + c
+                for h in range(h0, h1):  # (no division per value: p // W_out made this copy half the task's time)
+                    if flat_out.size:  # a row of channel j: gathered from the sums, one gather per L columns
+                        at = ((n * out_channels + j) * out_h + h) * out_w
+                        for w0 in range(0, out_w, lanes):
+                            gather_lanes(sums, steps, w0, (h - h0) * out_w * width + c, flat_out, at + w0, min(lanes, out_w - w0))
+                    else:
+                        dst = out[n, j, h]
+                        row = sums[(h - h0) * out_w * width + c :]
+                        for w in range(out_w):
+                            dst[w] = row[w * width]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -549,11 +559,16 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     # narrow planes: row tiles (1x1 kernels included: 1.05-1.16x the 12 x 32 tiles on ResNet-50's
     # 7x7 and 14x14 layers; on 28x28 and 56x56 planes the 12 x 32 tiles are faster, to 1.6x)
     if ROWS and out_w % ROW_TILE == 0 and out_w <= 2 * ROW_TILE and group_out >= lanes4:
-        packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
-        split = -(-TILE_TASKS // (out.shape[0] * groups * (packed.shape[0] // groups)))  # (as below)
+        blocks = -(-group_out // lanes4)
         # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)
-        samples_inner = packed[0].nbytes > (1 if out_w == ROW_TILE else 4) * group_size * out.itemsize
-        _conv2d_rows.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), samples_inner)
+        fused = FUSED and count * lanes4 > (1 if out_w == ROW_TILE else 4) * group_size
+        flat = contiguous(weights).reshape(-1)
+        if fused:  # each task packs its block (all samples)
+            packed, packed_bias = np.empty((0, 0), dtype=out.dtype), _packed_bias(bias, groups, blocks * lanes4, out.dtype)
+        else:
+            packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
+        split = -(-TILE_TASKS // ((1 if fused else out.shape[0]) * groups * blocks))  # (as below)
+        _conv2d_rows.pick(work)(xs, tail, packed, flat, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), fused)
         return
     packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
     blocks = packed.shape[0] // groups
@@ -574,15 +589,20 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
 
 def _packed(weights, channel_base, tap_index, groups, width, dtype, bias):
     """The weights packed in blocks of `width` output channels (_pack_taps), on a cache line, and the
-    bias in the same blocks (zeros in the padding channels)."""
-    out_channels, count = channel_base.size, tap_index.size
-    group_out = out_channels // groups
+    bias in the same blocks (_packed_bias)."""
+    group_out, count = channel_base.size // groups, tap_index.size
     blocks = -(-group_out // width)
     packed = _aligned_empty((groups * blocks, count * width), dtype)
     _pack_taps(contiguous(weights).reshape(-1), channel_base, tap_index, groups, packed)
-    packed_bias = np.zeros((groups, blocks * width), dtype=dtype)
-    packed_bias[:, :group_out] = bias.reshape(groups, group_out)
-    return packed, packed_bias.reshape(-1)
+    return packed, _packed_bias(bias, groups, blocks * width, dtype)
+
+
+def _packed_bias(bias, groups, span, dtype):
+    """The bias in each group's blocks of output channels, `span` channels per group (zeros in the
+    padding channels), flat."""
+    packed_bias = np.zeros((groups, span), dtype=dtype)
+    packed_bias[:, : bias.size // groups] = bias.reshape(groups, -1)
+    return packed_bias.reshape(-1)
 
 
 WEIGHT_RUN = 256  # positions (of one sample or several) per taps12x32 call of _conv2d_weight_tiles
