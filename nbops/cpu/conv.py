@@ -5,6 +5,7 @@ kernel, as one small convolution per output phase.
 The drivers take checked 4-D NumPy arrays and normalised sizes (pairs of ints) and return new arrays.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -392,12 +393,46 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     input row h' + (a + p - d*m) // s. So each phase (a, b) is a stride-1 correlation of the zero-padded
     input with its own taps at their own offsets, written to out[..., a::s, b::s].
     """
+    sh, sw = strides
+    out_channels = w.shape[1] * groups
+    top, left, plane_h, plane_w, group_size, channel_base, phases, slack = _transpose_plan(
+        tuple(strides), tuple(pads), tuple(dilations), groups, w.shape, x4.shape[2:], out.shape[2:]
+    )
+    xs = _phase_planes(contiguous(x4), top, left, 1, 1, plane_h, plane_w, slack)
+    rows = max(1, -(-1024 // plane_w))
+    bias = contiguous(b)
+    for a, c, offsets, tap_index, sorted_offsets, sorted_index in phases:
+        part = out[:, :, a::sh, c::sw]
+        if part.size == 0:
+            continue
+        work = _conv_work(part.size, offsets.size)
+        if TILED and offsets.size:  # (the tiles write the strided part in place; taps in offset order)
+            _run_tiles(xs, w, channel_base, sorted_index, sorted_offsets, group_size, groups, bias, part, plane_w, work)
+        elif TILED:  # no tap reaches this phase: the bias
+            part[...] = bias.reshape(1, -1, 1, 1)
+        else:
+            taps = _Taps(w.reshape(-1), (out_channels, tap_index.size), channel_base, tap_index).dense()
+            result = np.empty(part.shape, dtype=out.dtype)
+            _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, bias, result, plane_w, rows)
+            part[...] = result
+
+
+@functools.lru_cache(maxsize=256)
+def _transpose_plan(strides, pads, dilations, groups, w_shape, in_hw, out_hw):
+    """_conv_transpose2d_fast's planes and phases for these sizes: (top, left, plane_h, plane_w,
+    group_size, channel_base, phases, slack). Each phase is (a, c, offsets, tap_index, sorted_offsets,
+    sorted_index): its taps' offsets in the planes and their places in the flat weights,
+
+        taps(j, (k, m, l)) = weight(g * C_in/groups + k, j', m, l) = flat(channel_base(j) + tap_index(k, m, l)),
+
+    then both in the order of the offsets (the tiles'). Cached like _tap_offsets (a network calls
+    each layer's shapes over and over; building these took 0.3 ms, 5% of a stride-2 input gradient):
+    callers only read them."""
     (sh, sw), (ph, pw), (dh, dw) = strides, pads, dilations
-    in_channels, group_out, kh, kw = w.shape
+    in_channels, group_out, kh, kw = w_shape
     group_in = in_channels // groups
     out_channels = group_out * groups
-    batch, _, height, width = x4.shape
-    out_h, out_w = out.shape[2], out.shape[3]
+    (height, width), (out_h, out_w) = in_hw, out_hw
     # per phase: the taps that reach it and their input offsets
     taps_h = [[(m, (a + ph - dh * m) // sh) for m in range(kh) if (a + ph - dh * m) % sh == 0] for a in range(sh)]
     taps_w = [[(l, (c + pw - dw * l) // sw) for l in range(kw) if (c + pw - dw * l) % sw == 0] for c in range(sw)]
@@ -409,9 +444,6 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     plane_w = left + width + max(0, phase_w + max(max(shifts_w), 0) - width)
     plane = plane_h * plane_w
     group_size = group_in * plane
-    # taps(g * C_out/groups + j', (k, m, l)) = weight(g * C_in/groups + k, j', m, l): its place in the
-    # flat weights is channel_base(j) + tap_index(k, m, l)
-    tiled = TILED
     j = np.arange(out_channels)
     channel_base = ((j // group_out) * group_in * group_out + j % group_out) * kh * kw
     phases = []
@@ -423,28 +455,12 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
             offsets = (k * plane + (dm + top) * plane_w + (dl + left)).reshape(-1).astype(np.int64)
             k, m, l = np.meshgrid(np.arange(group_in), rows_m, cols_l, indexing="ij")
             tap_index = ((k * group_out * kh + m) * kw + l).reshape(-1).astype(np.int64)
-            taps = None if tiled else _Taps(w.reshape(-1), (out_channels, tap_index.size), channel_base, tap_index).dense()
-            phases.append((a, c, offsets, tap_index, taps))
-    # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
-    need = max((groups - 1) * group_size + phase_h * plane_w + TILE_COLUMNS + (int(o.max()) if o.size else 0) for _, _, o, _, _ in phases)
-    slack = max(0, need - groups * group_size)
-    xs = _phase_planes(contiguous(x4), top, left, 1, 1, plane_h, plane_w, slack)
-    rows = max(1, -(-1024 // plane_w))
-    bias = contiguous(b)
-    for a, c, offsets, tap_index, taps in phases:
-        part = out[:, :, a::sh, c::sw]
-        if part.size == 0:
-            continue
-        work = _conv_work(part.size, offsets.size)
-        if tiled and offsets.size:  # (the tiles write the strided part in place)
             order = np.argsort(offsets, kind="stable")
-            _run_tiles(xs, w, channel_base, tap_index[order], offsets[order], group_size, groups, bias, part, plane_w, work)
-        elif tiled:  # no tap reaches this phase: the bias
-            part[...] = bias.reshape(1, -1, 1, 1)
-        else:
-            result = np.empty(part.shape, dtype=out.dtype)
-            _conv2d_planes.pick(work)(xs, taps, offsets, group_size, groups, bias, result, plane_w, rows)
-            part[...] = result
+            phases.append((a, c, offsets, tap_index, offsets[order], tap_index[order]))
+    # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
+    need = max((groups - 1) * group_size + phase_h * plane_w + TILE_COLUMNS + (int(o.max()) if o.size else 0) for _, _, o, _, _, _ in phases)
+    slack = max(0, need - groups * group_size)
+    return top, left, plane_h, plane_w, group_size, channel_base, tuple(phases), slack
 
 
 def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, dilations, groups):
