@@ -135,6 +135,7 @@ def test_conv_gradients_on_small_and_large_planes():
     (24, 40, 1, 1, 0, 1, (40, 41)),  # a 1x1 without: the input itself (both expanding: input in blocks)
     (24, 40, 1, 1, 0, 1, (9, 10)),  # expanding on a small plane: grad_output in blocks
     (40, 24, 1, 1, 0, 1, (20, 21)),  # contracting: grad_output in blocks
+    (400, 400, 1, 1, 0, 2, (9, 10)),  # 1x1: tasks of several blocks of channels, the last one short
     (3, 5, (2, 3), 1, (1, 0), 1, (70, 80)),  # long samples: runs of part of one
 ])
 def test_conv2d_weight_gradient_across_blocks(path, dtype, cin, cout, kernel, stride, padding, groups, size):

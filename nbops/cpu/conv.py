@@ -484,12 +484,12 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
             # from 14x14 outputs up, 0.75x at 7x7)
             spread = contiguous(grad4[:, :, :rows]).reshape(batch, -1)
             offsets = np.arange(out_channels, dtype=np.int64) * (rows * out_w)
-            _run_weight_tiles(spread, source4, offsets, spread.shape[1], 1, out_w, grad.T)  # (written turned)
+            _run_weight_tiles(spread, source4, offsets, spread.shape[1], 1, out_w, grad.T, True)  # (written turned)
             return grad.reshape(weight_shape)
         # (both kernels read the planes only where the rows reach: no slack)
         xs, offsets, group_size, plane_w, _ = _phase_layout(source4, weight_shape, rows, strides, before, padded, dilations, groups, 0)
         if TILED:  # (over the output's own positions only: exact as it is)
-            _run_weight_tiles(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad)
+            _run_weight_tiles(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad, weight_shape[2:] == (1, 1))
         else:
             # grad_output on the planes' flat index h * Wq + w (zeros in the columns past W_out): each
             # (sample, channel, tap) is then one long dot product
