@@ -148,14 +148,15 @@ def test_tiles_add_to_the_output_within_it(kernel, stride, width, group_out, dty
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", [7, 14])
+@pytest.mark.parametrize("size", [7, 14, 28])
 def test_row_tiles(size, dtype, fused, monkeypatch):
-    """Output rows 7 or 14 wide with at least 4L output channels per group go through the row tiles
-    (_conv2d_rows): conv2d 3x3 with stride 1 and 2, two groups whose last block of 4L channels is
-    part-filled, the input gradient (turned weights; with a stride, transposed-convolution phases 7
-    wide, of 1 to 4 taps per channel) and conv_transpose2d, against torch; and 1x1 convolutions (the
-    input in place but its last sample; with a stride, the positions read gathered) and the input
-    gradient of one. On 7-wide planes the tasks pack their own blocks (fused), unless FUSED is off."""
+    """Output rows 7 or 14 wide (28 with a 3x3 kernel at stride 1) with at least 4L output channels
+    per group go through the row tiles (_conv2d_rows): conv2d 3x3 with stride 1 and 2, two groups
+    whose last block of 4L channels is part-filled, the input gradient (turned weights; with a
+    stride, transposed-convolution phases 7 wide, of 1 to 4 taps per channel) and conv_transpose2d,
+    against torch; and 1x1 convolutions (the input in place but its last sample; with a stride, the
+    positions read gathered) and the input gradient of one. On 7-wide planes the tasks pack their
+    own blocks (fused), unless FUSED is off."""
     monkeypatch.setattr(nbops.cpu._tile, "FUSED", fused)
     group_out = 80 if dtype == torch.float32 else 40
     x = randn((3, 2 * 5, size, size), dtype, seed=size)

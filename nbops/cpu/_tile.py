@@ -564,8 +564,11 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     # out itself, flat, where the kernels can write it so (contiguous; else empty: they take a buffer)
     flat_out = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
     # narrow planes: row tiles (1x1 kernels included: 1.05-1.16x the 12 x 32 tiles on ResNet-50's
-    # 7x7 and 14x14 layers; on 28x28 and 56x56 planes the 12 x 32 tiles are faster, to 1.6x)
-    if ROWS and out_w % ROW_TILE == 0 and out_w <= 2 * ROW_TILE and group_out >= lanes4:
+    # 7x7 and 14x14 layers), and 28-wide outputs on planes two or more columns wider (a 3x3 kernel at
+    # stride 1, where the 12 x 32 tiles threw away 2 columns of 30: 1.03-1.13x); elsewhere the 12 x 32
+    # tiles are faster (1x1 kernels on 28x28 planes 1.4x, 3x3 at stride 2 or on 56x56 planes 0.9-1.05x)
+    wide = out_w <= 4 * ROW_TILE and plane_w >= out_w + 2
+    if ROWS and out_w % ROW_TILE == 0 and (out_w <= 2 * ROW_TILE or wide) and group_out >= lanes4:
         blocks = -(-group_out // lanes4)
         # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)
         fused = FUSED and count * lanes4 > (1 if out_w == ROW_TILE else 4) * group_size
