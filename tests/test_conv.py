@@ -156,7 +156,8 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
     stride, transposed-convolution phases 7 wide, of 1 to 4 taps per channel) and conv_transpose2d,
     against torch; and 1x1 convolutions (the input in place but its last sample; with a stride, the
     positions read gathered) and the input gradient of one. On 7-wide planes the tasks pack their
-    own blocks (fused), unless FUSED is off."""
+    own blocks (fused), unless FUSED is off. Stride 2 (dilated too) reads planes laid out without a
+    stride (row7x4s2)."""
     monkeypatch.setattr(nbops.cpu._tile, "FUSED", fused)
     group_out = 80 if dtype == torch.float32 else 40
     x = randn((3, 2 * 5, size, size), dtype, seed=size)
@@ -167,6 +168,7 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
     with conv_path("tiles"):
         assert_same(nbops.conv2d(x, w, b, 1, 1, 1, 2), F.conv2d(x, w, b, 1, 1, 1, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(xs2, w, b, 2, 1, 1, 2), F.conv2d(xs2, w, b, 2, 1, 1, 2), SUM_TOL[dtype])
+        assert_same(nbops.conv2d(xs2, w, b, 2, 2, 2, 2), F.conv2d(xs2, w, b, 2, 2, 2, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(x, w1, b, 1, 0, 1, 2), F.conv2d(x, w1, b, 1, 0, 1, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(xs2, w1, b, 2, 0, 1, 2), F.conv2d(xs2, w1, b, 2, 0, 1, 2), SUM_TOL[dtype])
         xg = randn((3, 2 * group_out, size, size), dtype, seed=8).requires_grad_()

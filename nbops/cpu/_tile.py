@@ -246,9 +246,10 @@ def _pack_span(weights, channel_base, tap_index, first, valid, t0, t1, dst, widt
 # weight vectors for 28 multiply-adds (the 12 x 32 tile's two unaligned input loads split cache lines).
 
 
-def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefetch=TILE_PREFETCH):
-    """out(ostart + 4L p + c) += sum_{t < ntaps} src(start + offsets(t) + p) * weights(wstart + 4L t + c)
-    for p < ROW_TILE positions and c < 4L channels (the tile's sums in registers over the taps). Each tap
+def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefetch=TILE_PREFETCH, spacing=1):
+    """out(ostart + 4L p + c) += sum_{t < ntaps} src(start + offsets(t) + spacing * p) * weights(wstart + 4L t + c)
+    for p < ROW_TILE positions and c < 4L channels (the tile's sums in registers over the taps; `spacing`
+    2: the positions of a stride-2 convolution, read from planes laid out without a stride). Each tap
     step prefetches the input line of the tap `prefetch` ahead, as tile12x32 does (+0-6% on ResNet-50's
     7x7 and 14x14 layers, most on 1x1 kernels)."""
     arrays = (src, offsets, weights, out)
@@ -272,7 +273,7 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefet
                 v.prefetch_tap(src_p, start, offsets_p, t, ntaps, prefetch, 1)
             wbase = builder.add(wstart, builder.mul(t, v.const(4 * v.lanes)))
             weights = [builder.load(v.at(weights_p, builder.add(wbase, v.const(v.lanes * c))), align=v.size) for c in range(4)]
-            return v.outer(src_p, [builder.add(base, v.const(p)) for p in range(ROW_TILE)], weights, sums)
+            return v.outer(src_p, [builder.add(base, v.const(spacing * p)) for p in range(ROW_TILE)], weights, sums)
 
         totals = v.tap_loop(ntaps, ROW_TILE, 4, step)
         for p in range(ROW_TILE):
@@ -294,8 +295,13 @@ def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
     return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart)
 
 
+@intrinsic
+def row7x4s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, spacing=2)
+
+
 @parallel_kernel(cache=True)
-def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, fused):
+def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, fused, stride):
     """conv2d, the formula of _conv2d_tiles (and conv.py's _conv2d_planes), in row tiles: a block's
     weights packed(4L t + c) = taps(g * C_out/groups + 4L b + c, t) (blocks 4L wide), W_out a multiple
     of ROW_TILE. A task is one group, block of 4L channels and `rows` output rows, and one sample, or
@@ -305,7 +311,9 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
     its weights are packed(g * blocks + b) (_pack_taps, before the call). For each sample, its sums,
     position-major (4L channels per position) and started at the bias, take each run of ROW_RUN taps
     tile by tile, then are written to out (by gathers, one per L columns of a channel's row, where
-    flat_out is out contiguous)."""
+    flat_out is out contiguous). stride 2: a stride-2 convolution on planes laid out without a stride
+    (output position (h, w) reads from (2h, 2w) on: row7x4s2), where the phase planes cost 1.2-1.5x a
+    copy of the input."""
     batch, out_channels, out_h, out_w = out.shape
     group_out = out_channels // groups
     ntaps = offsets.size
@@ -337,7 +345,10 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
                 for h in range(h0, h1):
                     for w0 in range(0, out_w, ROW_TILE):
                         at = ((h - h0) * out_w + w0) * width
-                        row7x4(src, g * group_size + h * plane_w + w0, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                        if stride == 1:
+                            row7x4(src, g * group_size + h * plane_w + w0, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                        else:
+                            row7x4s2(src, g * group_size + 2 * (h * plane_w + w0), offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
             for c in range(min(width, group_out - b * width)):
                 j = g * group_out + b * width + c
                 for h in range(h0, h1):  # (no division per value: p // W_out made this copy half the task's time)
@@ -552,10 +563,11 @@ def _channel_blocks(grad_out, groups, grads):
 # ------------------------------------------------------------------------------------------- drivers
 
 
-def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups, bias, out, plane_w, work, tail=None):
+def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups, bias, out, plane_w, work, tail=None, stride=1):
     """out = the phase-plane convolution of xs through _conv2d_tiles, with T >= 1 taps at `offsets`
     (sorted) and taps(j, t) = weights.flat[channel_base(j) + tap_index(t)]; `tail`: the planes of the
-    samples past len(xs)."""
+    samples past len(xs). stride 2 (only where row_tiles_fit): xs laid out without a stride, each
+    output position reading from twice its coordinates (the row tiles)."""
     out_channels, count = channel_base.size, tap_index.size
     group_out = out_channels // groups
     tail = xs[:0] if tail is None else tail
@@ -563,12 +575,7 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     lanes4 = 256 // out.itemsize
     # out itself, flat, where the kernels can write it so (contiguous; else empty: they take a buffer)
     flat_out = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
-    # narrow planes: row tiles (1x1 kernels included: 1.05-1.16x the 12 x 32 tiles on ResNet-50's
-    # 7x7 and 14x14 layers), and 28-wide outputs on planes two or more columns wider (a 3x3 kernel at
-    # stride 1, where the 12 x 32 tiles threw away 2 columns of 30: 1.03-1.13x); elsewhere the 12 x 32
-    # tiles are faster (1x1 kernels on 28x28 planes 1.4x, 3x3 at stride 2 or on 56x56 planes 0.9-1.05x)
-    wide = out_w <= 4 * ROW_TILE and plane_w >= out_w + 2
-    if ROWS and out_w % ROW_TILE == 0 and (out_w <= 2 * ROW_TILE or wide) and group_out >= lanes4:
+    if row_tiles_fit(out_w, plane_w, group_out, out.itemsize):
         blocks = -(-group_out // lanes4)
         # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)
         fused = FUSED and count * lanes4 > (1 if out_w == ROW_TILE else 4) * group_size
@@ -578,7 +585,7 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
         else:
             packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
         split = -(-TILE_TASKS // ((1 if fused else out.shape[0]) * groups * blocks))  # (as below)
-        _conv2d_rows.pick(work)(xs, tail, packed, flat, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), fused)
+        _conv2d_rows.pick(work)(xs, tail, packed, flat, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), fused, stride)
         return
     packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
     blocks = packed.shape[0] // groups
@@ -595,6 +602,16 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     # (planes as wide as the output: the tiles add to out itself)
     flat_out = flat_out if plane_w == out_w else flat_out[:0]
     _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, chunk, run)
+
+
+def row_tiles_fit(out_w, plane_w, group_out, itemsize):
+    """Whether _run_tiles takes the row tiles: narrow planes (1x1 kernels included: 1.05-1.16x the
+    12 x 32 tiles on ResNet-50's 7x7 and 14x14 layers), and 28-wide outputs on planes two or more
+    columns wider (a 3x3 kernel at stride 1, where the 12 x 32 tiles threw away 2 columns of 30:
+    1.03-1.13x); elsewhere the 12 x 32 tiles are faster (1x1 kernels on 28x28 planes 1.4x, 56x56
+    planes 1.02-1.03x); a group needs 4L output channels."""
+    wide = out_w <= 4 * ROW_TILE and plane_w >= out_w + 2
+    return ROWS and out_w % ROW_TILE == 0 and (out_w <= 2 * ROW_TILE or wide) and group_out >= 256 // itemsize
 
 
 def _packed(weights, channel_base, tap_index, groups, width, dtype, bias):

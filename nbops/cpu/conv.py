@@ -15,7 +15,7 @@ from .._arrays import contiguous
 
 from ._parallel import parallel_kernel, unravel3
 from ._planes import _phase_layout, _phase_planes, _pointwise, _Taps, _turned
-from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
+from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles, row_tiles_fit
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -37,7 +37,9 @@ from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles
 #    output channels at a time, the sums held in registers.
 # 4. _conv2d_tiles computes the sum of 2. tile by tile: 12 output channels x 32 consecutive q (16 in float64)
 #    held in registers over every tap (the tile12x32 intrinsic, nbops/cpu/_tile.py) and stored once;
-#    output rows 7 or 14 wide (no thrown-away columns there) in row tiles of 7 positions x 64 channels.
+#    output rows 7 or 14 wide (no thrown-away columns there) in row tiles of 7 positions x 64 channels,
+#    28 wide too for kernels with padding; a stride-2 convolution whose output fits the row tiles reads
+#    planes laid out without a stride, each position from twice its coordinates (no phase planes).
 #    2. and 3. stay as the reference the tiles are tested against (with torch), in both dtypes.
 #    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes)
 #    with 12 taps x 2L output channels in registers over the output positions.
@@ -338,7 +340,12 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     pointwise = _pointwise(x4, w.shape, strides, before, out.shape[2:])
     if pointwise is not None:
         x4, strides, before, padded = pointwise
-    xs, offsets, group_size, plane_w, last = _phase_layout(x4, w.shape, out_h, strides, before, padded, dilations, groups, tail=TILED)
+    stride, rows_read = 1, out_h
+    if TILED and STRIDED_ROWS and tuple(strides) == (2, 2) and row_tiles_fit(out.shape[3], padded[1], out_channels // groups, out.itemsize):
+        # stride 2 through the row tiles: planes without a stride (a padded copy), each output position
+        # reading from twice its coordinates, where the four phase planes cost 1.2-1.5x a copy
+        strides, stride, rows_read = (1, 1), 2, 2 * out_h
+    xs, offsets, group_size, plane_w, last = _phase_layout(x4, w.shape, rows_read, strides, before, padded, dilations, groups, tail=TILED)
     # taps in the order of their offsets: with a stride, the taps reading one phase plane come together,
     # so the four taps of an inner loop read neighbouring memory (the same sum, in another order)
     order = np.argsort(offsets, kind="stable")
@@ -350,7 +357,7 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
             flat, channel_base, tap_index = w.flat, w.channel_base, w.tap_index[order]
         else:
             flat, channel_base, tap_index = w, np.arange(out_channels, dtype=np.int64) * count, order
-        _run_tiles(xs, flat, channel_base, tap_index, offsets, group_size, groups, b, out, plane_w, work, last)
+        _run_tiles(xs, flat, channel_base, tap_index, offsets, group_size, groups, b, out, plane_w, work, last, stride)
         return
     if isinstance(w, _Taps):
         w = w.dense()
@@ -365,6 +372,7 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
 # convolutions go through the register tiles (False: through _conv2d_planes / _conv2d_pixels and
 # _conv2d_weight_grad, the plain loops; the tests run both)
 TILED = True
+STRIDED_ROWS = True  # stride-2 convolutions through the row tiles where those fit (False: phase planes)
 
 
 # Output planes of at most this many values (H_out x padded width) go through _conv2d_pixels: measured on
