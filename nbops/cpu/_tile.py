@@ -370,16 +370,9 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
 # channels at one position, and the input value of each tap at q is broadcast.
 
 
-@intrinsic
-def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride):
-    """out(ostart + r * ostride + c) += sum_{n < samples} sum_{h < rows} sum_{w < width}
-                      xs(xstarts(r) + n * xstride + h * xrow + w) * grads(gstart + n * gstride + (h * width + w) * gstep + c)
-
-    for r < 12 windows of xs (twelve taps) and c < 2 L output channels (L = 16 lanes of float32, 8 of
-    float64): the weight gradient's tile, held in 24 512-bit registers over every sample and position.
-    The positions are the output's own, rows of `width` (W_out) in grads, each row xrow (Wq) further in
-    the planes: no thrown-away columns. A step broadcasts one input value per tap, loads two vectors
-    of grad_output (channels contiguous) and issues 24 fused multiply-adds."""
+def _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride, spacing=1):
+    """The typing and codegen of taps12x32 (below), the inputs of consecutive positions `spacing`
+    apart in xs (2: taps12x32s2)."""
     arrays = (grads, xs, xstarts, out)
     if not all(isinstance(x, types.Array) for x in arrays) or xstarts.dtype != types.int64:
         return None
@@ -439,7 +432,8 @@ def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, sa
         g_at.add_incoming(g_row, row)
         sums = tile_phis(middle, row)
         grads = [builder.load(vector_at(data[0], builder.add(g_at, const(lanes * c))), align=size) for c in range(2)]
-        updated = v.outer(data[4], [builder.add(windows[r], w) for r in range(TILE_ROWS)], grads, sums)
+        column = w if spacing == 1 else builder.mul(w, const(spacing))  # (stride 2: planes without a stride)
+        updated = v.outer(data[4], [builder.add(windows[r], column) for r in range(TILE_ROWS)], grads, sums)
         w_next = builder.add(w, const(1))
         g_next = builder.add(g_at, gstep)
         w.add_incoming(w_next, loop)
@@ -472,8 +466,28 @@ def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, sa
     return signature, codegen
 
 
+@intrinsic
+def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride):
+    """out(ostart + r * ostride + c) += sum_{n < samples} sum_{h < rows} sum_{w < width}
+                      xs(xstarts(r) + n * xstride + h * xrow + w) * grads(gstart + n * gstride + (h * width + w) * gstep + c)
+
+    for r < 12 windows of xs (twelve taps) and c < 2 L output channels (L = 16 lanes of float32, 8 of
+    float64): the weight gradient's tile, held in 24 512-bit registers over every sample and position.
+    The positions are the output's own, rows of `width` (W_out) in grads, each row xrow (Wq) further in
+    the planes: no thrown-away columns. A step broadcasts one input value per tap, loads two vectors
+    of grad_output (channels contiguous) and issues 24 fused multiply-adds."""
+    return _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride)
+
+
+@intrinsic
+def taps12x32s2(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride):
+    """taps12x32 with xs(xstarts(r) + n * xstride + h * xrow + 2 w): a stride-2 convolution's inputs,
+    from planes laid out without a stride."""
+    return _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride, spacing=2)
+
+
 @parallel_kernel(cache=True)
-def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad_taps, plane_w, out_w, tchunk, jchunk, run):
+def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad_taps, plane_w, out_w, tchunk, jchunk, run, stride):
     """conv2d's weight gradient, the formula of conv.py's _conv2d_weight_grad,
 
         grad_taps(j, t) = sum_n sum_h sum_w grads(n, g * J + b, h * W_out + w, c) * xs(n, g * group_size + offsets(t) + h * Wq + w)
@@ -488,13 +502,14 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     the run's inputs (tchunk x 12 windows) are read from memory once for all jchunk blocks, not once
     per block. Blocks past the last tap repeat it (computed, not written). (No column is thrown
     away, so an infinite input never meets a 0 that the formula does not have: no exact second pass,
-    as the plain loops need.)
+    as the plain loops need.) stride 2: a stride-2 convolution's planes laid out without a stride,
+    output row h and column w reading row 2h and column 2w of them (taps12x32s2).
     """
     batch, blocks, length, columns = grads.shape
     per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
-    flat_rows = plane_w == out_w  # (planes as wide as the output: a run is any span of positions)
+    flat_rows = plane_w == out_w and stride == 1  # (planes as wide as the output: a run is any span of positions)
     # a run is whole units, positions (else rows): each `unit` long in grads, `plane_unit` in the planes
-    unit, plane_unit = (1, 1) if flat_rows else (out_w, plane_w)
+    unit, plane_unit = (1, 1) if flat_rows else (out_w, stride * plane_w)
     units = length // unit
     step = max(1, run // unit)
     runs = (units + step - 1) // step  # runs of equal length (no short last run)
@@ -524,10 +539,16 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
                 for j in range(nj):
                     at = (n0 * blocks + g * jblocks + jb0 + j) * length * columns + u0 * unit * columns
                     for tb in range(nt):
-                        taps12x32(
-                            flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1],
-                            samples, rows, width, plane_w, sums.reshape(-1), (j * nt + tb) * TILE_ROWS * columns, columns,
-                        )
+                        if stride == 1:
+                            taps12x32(
+                                flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1],
+                                samples, rows, width, plane_w, sums.reshape(-1), (j * nt + tb) * TILE_ROWS * columns, columns,
+                            )
+                        else:
+                            taps12x32s2(
+                                flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1],
+                                samples, rows, width, 2 * plane_w, sums.reshape(-1), (j * nt + tb) * TILE_ROWS * columns, columns,
+                            )
         for j in range(nj):
             jb = jb0 + j
             for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)
@@ -636,12 +657,13 @@ WEIGHT_RUN = 256  # positions (of one sample or several) per taps12x32 call of _
 WEIGHT_JCHUNK = 4  # blocks of channels per task of _conv2d_weight_tiles for 1x1 kernels (else 1)
 
 
-def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, pointwise=False):
+def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, pointwise=False, stride=1):
     """grad (C_out, T) = the weight gradient of conv.py's _conv2d_weight_grad through
     _conv2d_weight_tiles, from the phase planes xs and grad_output grad4 (N, C_out, rows, W_out).
     pointwise: a 1x1 kernel, whose taps each read a plane of their own: a task then takes up to
     WEIGHT_JCHUNK blocks of channels, reading each run's inputs once for all of them (1.08-1.19x on
-    ResNet-50's 1x1 layers; with 3x3 kernels, whose taps share planes, 0.74-0.97x)."""
+    ResNet-50's 1x1 layers; with 3x3 kernels, whose taps share planes, 0.74-0.97x). stride 2: xs laid
+    out without the stride (see _conv2d_weight_tiles)."""
     batch, channels, rows, out_w = grad4.shape
     # grad_output in blocks of 2L channels (zeros in each group's channels past a multiple of 2L)
     columns = 128 // grad4.itemsize
@@ -654,4 +676,4 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, poi
     tasks = groups * -(-tblocks // tchunk)
     # (at least TILE_TASKS tasks where the blocks allow)
     jchunk = min(WEIGHT_JCHUNK, max(1, jblocks // -(-TILE_TASKS // tasks))) if pointwise else 1
-    _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, plane_w, out_w, tchunk, jchunk, WEIGHT_RUN)
+    _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, plane_w, out_w, tchunk, jchunk, WEIGHT_RUN, stride)
