@@ -15,7 +15,8 @@ from .._arrays import contiguous
 
 from ._parallel import parallel_kernel, unravel3
 from ._planes import _phase_layout, _phase_planes, _pointwise, _Taps, _turned
-from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles, row_tiles_fit
+from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit
+from ._weight_tiles import _run_weight_tiles
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -41,8 +42,8 @@ from ._tile import TILE_COLUMNS, _run_tiles, _run_weight_tiles, row_tiles_fit
 #    28 wide too for kernels with padding; a stride-2 convolution whose output fits the row tiles reads
 #    planes laid out without a stride, each position from twice its coordinates (no phase planes).
 #    2. and 3. stay as the reference the tiles are tested against (with torch), in both dtypes.
-#    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes)
-#    with 12 taps x 2L output channels in registers over the output positions.
+#    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes,
+#    nbops/cpu/_weight_tiles.py) with 12 taps x 2L output channels in registers over the output positions.
 # ---------------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,258 @@
+"""The weight gradient's register tiles (nbops/cpu/conv.py, step 4 at the top): conv2d's tile of
+nbops/cpu/_tile.py with the roles turned round. The sum runs over the output positions q; a tile is
+twelve taps x 2L output channels (taps12x32), held in 24 512-bit registers over every sample and
+position; grad_output is laid out in blocks of 2L channels (_channel_blocks: channels contiguous, each
+block contiguous over q) so that one vector load reads 2L channels at one position, and the input value
+of each tap at q is broadcast. _conv2d_weight_tiles runs it over a whole weight gradient. The plain
+loops of the same sum, conv.py's _conv2d_weight_grad, are what the tests also run both dtypes through
+(with torch as the reference).
+"""
+
+import numpy as np
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._lanes import _aligned_empty, _Lanes
+from ._parallel import parallel_kernel, unravel3
+from ._tile import TILE_ROWS, TILE_TASKS
+
+
+def _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride, spacing=1):
+    """The typing and codegen of taps12x32 (below), the inputs of consecutive positions `spacing`
+    apart in xs (2: taps12x32s2)."""
+    arrays = (grads, xs, xstarts, out)
+    if not all(isinstance(x, types.Array) for x in arrays) or xstarts.dtype != types.int64:
+        return None
+    if grads.dtype not in (types.float32, types.float64) or xs.dtype != grads.dtype or out.dtype != grads.dtype:
+        return None
+    signature = types.void(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        data = {i: cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 4, 5, 11)}
+        gstart, gstride, gstep, xstride, samples, rows, width, xrow, ostart, ostride = (
+            context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 6, 7, 8, 9, 10, 12, 13)
+        )
+        v = _Lanes(builder, kinds[0].dtype)
+        i64, lanes, size, vector, zero, const, vector_at = v.i64, v.lanes, v.size, v.vector, v.zero, v.const, v.at
+
+        starts = [builder.load(builder.gep(data[5], [const(r)])) for r in range(TILE_ROWS)]
+        entry = builder.basic_block
+        sample = builder.append_basic_block("taps.sample")
+        row = builder.append_basic_block("taps.row")
+        loop = builder.append_basic_block("taps.w")
+        row_latch = builder.append_basic_block("taps.next_row")
+        latch = builder.append_basic_block("taps.next")
+        done = builder.append_basic_block("taps.store")
+        work = builder.and_(builder.icmp_signed(">", samples, const(0)), builder.icmp_signed(">", rows, const(0)))
+        work = builder.and_(work, builder.icmp_signed(">", width, const(0)))
+        builder.cbranch(work, sample, done)
+
+        def incoming(phis, values, block):  # the tile's values arriving from block
+            for r in range(TILE_ROWS):
+                for c in range(2):
+                    phis[r][c].add_incoming(values[r][c], block)
+
+        def tile_phis(first, block):
+            phis = [[builder.phi(vector) for _ in range(2)] for _ in range(TILE_ROWS)]
+            incoming(phis, first, block)
+            return phis
+
+        builder.position_at_end(sample)  # each sample n
+        n, g_base, x_base = (builder.phi(i64) for _ in range(3))
+        n.add_incoming(const(0), entry)
+        g_base.add_incoming(gstart, entry)
+        x_base.add_incoming(const(0), entry)
+        outer = tile_phis([[zero] * 2 for _ in range(TILE_ROWS)], entry)
+        builder.branch(row)
+        builder.position_at_end(row)  # each row h
+        h, g_row, x_row = (builder.phi(i64) for _ in range(3))
+        h.add_incoming(const(0), sample)
+        g_row.add_incoming(g_base, sample)
+        x_row.add_incoming(x_base, sample)
+        middle = tile_phis(outer, sample)
+        windows = [builder.add(x_row, s) for s in starts]
+        builder.branch(loop)
+        builder.position_at_end(loop)  # each position w of the row
+        w, g_at = builder.phi(i64), builder.phi(i64)
+        w.add_incoming(const(0), row)
+        g_at.add_incoming(g_row, row)
+        sums = tile_phis(middle, row)
+        grads = [builder.load(vector_at(data[0], builder.add(g_at, const(lanes * c))), align=size) for c in range(2)]
+        column = w if spacing == 1 else builder.mul(w, const(spacing))  # (stride 2: planes without a stride)
+        updated = v.outer(data[4], [builder.add(windows[r], column) for r in range(TILE_ROWS)], grads, sums)
+        w_next = builder.add(w, const(1))
+        g_next = builder.add(g_at, gstep)
+        w.add_incoming(w_next, loop)
+        g_at.add_incoming(g_next, loop)
+        incoming(sums, updated, loop)
+        builder.cbranch(builder.icmp_signed("<", w_next, width), loop, row_latch)
+        builder.position_at_end(row_latch)
+        h_next = builder.add(h, const(1))
+        h.add_incoming(h_next, row_latch)
+        g_row.add_incoming(g_next, row_latch)
+        x_row.add_incoming(builder.add(x_row, xrow), row_latch)
+        incoming(middle, updated, row_latch)
+        builder.cbranch(builder.icmp_signed("<", h_next, rows), row, latch)
+        builder.position_at_end(latch)
+        n_next = builder.add(n, const(1))
+        n.add_incoming(n_next, latch)
+        g_base.add_incoming(builder.add(g_base, gstride), latch)
+        x_base.add_incoming(builder.add(x_base, xstride), latch)
+        incoming(outer, updated, latch)
+        builder.cbranch(builder.icmp_signed("<", n_next, samples), sample, done)
+        builder.position_at_end(done)
+        totals = tile_phis([[zero] * 2 for _ in range(TILE_ROWS)], entry)
+        incoming(totals, updated, latch)
+        for r in range(TILE_ROWS):
+            at = builder.add(ostart, builder.mul(ostride, const(r)))
+            for c in range(2):
+                v.add_to(data[11], builder.add(at, const(lanes * c)), totals[r][c])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def taps12x32(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride):
+    """out(ostart + r * ostride + c) += sum_{n < samples} sum_{h < rows} sum_{w < width}
+                      xs(xstarts(r) + n * xstride + h * xrow + w) * grads(gstart + n * gstride + (h * width + w) * gstep + c)
+
+    for r < 12 windows of xs (twelve taps) and c < 2 L output channels (L = 16 lanes of float32, 8 of
+    float64): the weight gradient's tile, held in 24 512-bit registers over every sample and position.
+    The positions are the output's own, rows of `width` (W_out) in grads, each row xrow (Wq) further in
+    the planes: no thrown-away columns. A step broadcasts one input value per tap, loads two vectors
+    of grad_output (channels contiguous) and issues 24 fused multiply-adds."""
+    return _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride)
+
+
+@intrinsic
+def taps12x32s2(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride):
+    """taps12x32 with xs(xstarts(r) + n * xstride + h * xrow + 2 w): a stride-2 convolution's inputs,
+    from planes laid out without a stride."""
+    return _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride, spacing=2)
+
+
+@parallel_kernel(cache=True)
+def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad_taps, plane_w, out_w, tchunk, jchunk, run, stride):
+    """conv2d's weight gradient, the formula of conv.py's _conv2d_weight_grad,
+
+        grad_taps(j, t) = sum_n sum_h sum_w grads(n, g * J + b, h * W_out + w, c) * xs(n, g * group_size + offsets(t) + h * Wq + w)
+
+    (j = g * C_out/groups + 2L b + c: grads is grad_output in blocks of 2L channels, each block
+    contiguous over the output positions, zero in the padding channels), tiled for registers: 12 taps
+    x 2L output channels at a time (taps12x32), over every sample and a run of about `run` positions,
+    whole rows, per call. Only the output's own positions are summed: the planes' columns w >= W_out
+    are skipped, where a flat run over the planes computed them and threw them away (a 7-wide output
+    on 9-wide planes: 29% more work). A task is one group, `jchunk` blocks of channels and `tchunk`
+    blocks of twelve taps; for each run of positions it takes each block of channels in turn, so that
+    the run's inputs (tchunk x 12 windows) are read from memory once for all jchunk blocks, not once
+    per block. Blocks past the last tap repeat it (computed, not written). (No column is thrown
+    away, so an infinite input never meets a 0 that the formula does not have: no exact second pass,
+    as the plain loops need.) stride 2: a stride-2 convolution's planes laid out without a stride,
+    output row h and column w reading row 2h and column 2w of them (taps12x32s2).
+    """
+    batch, blocks, length, columns = grads.shape
+    per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
+    flat_rows = plane_w == out_w and stride == 1  # (planes as wide as the output: a run is any span of positions)
+    # a run is whole units, positions (else rows): each `unit` long in grads, `plane_unit` in the planes
+    unit, plane_unit = (1, 1) if flat_rows else (out_w, stride * plane_w)
+    units = length // unit
+    step = max(1, run // unit)
+    runs = (units + step - 1) // step  # runs of equal length (no short last run)
+    step = (units + runs - 1) // runs
+    count = offsets.size
+    jblocks = blocks // groups
+    tblocks = (count + TILE_ROWS - 1) // TILE_ROWS
+    tchunks = (tblocks + tchunk - 1) // tchunk
+    jchunks = (jblocks + jchunk - 1) // jchunk
+    flat = grads.reshape(-1)
+    for task in prange(groups * jchunks * tchunks):
+        g, jc, tc = unravel3(task, jchunks, tchunks)
+        jb0 = jc * jchunk
+        nj = min(jblocks, jb0 + jchunk) - jb0
+        tb0 = tc * tchunk
+        nt = min(tblocks, tb0 + tchunk) - tb0
+        starts = np.empty(nt * TILE_ROWS, dtype=np.int64)
+        for i in range(starts.size):
+            starts[i] = g * group_size + offsets[min(tb0 * TILE_ROWS + i, count - 1)]
+        sums = np.zeros((nj, nt * TILE_ROWS, columns), dtype=grads.dtype)
+        for n0 in range(0, batch, per_call):
+            samples = min(per_call, batch - n0)
+            for u0 in range(0, units, step):
+                span = min(units - u0, step)
+                rows, width = (1, span) if flat_rows else (span, out_w)
+                src = xs.reshape(-1)[n0 * xs.shape[1] + u0 * plane_unit :]
+                for j in range(nj):
+                    at = (n0 * blocks + g * jblocks + jb0 + j) * length * columns + u0 * unit * columns
+                    for tb in range(nt):
+                        if stride == 1:
+                            taps12x32(
+                                flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1],
+                                samples, rows, width, plane_w, sums.reshape(-1), (j * nt + tb) * TILE_ROWS * columns, columns,
+                            )
+                        else:
+                            taps12x32s2(
+                                flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1],
+                                samples, rows, width, 2 * plane_w, sums.reshape(-1), (j * nt + tb) * TILE_ROWS * columns, columns,
+                            )
+        for j in range(nj):
+            jb = jb0 + j
+            for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)
+                dst = grad_taps[g * group_out + jb * columns + c]
+                for i in range(min(nt * TILE_ROWS, count - tb0 * TILE_ROWS)):
+                    dst[tb0 * TILE_ROWS + i] = sums[j, i, c]
+
+
+@parallel_kernel(cache=True)
+def _channel_blocks(grad_out, groups, grads):
+    """grads(n, g * J + b, h * W_out + w, c) = grad_output(n, g * C_out/groups + 2L b + c, h, w):
+    grad_output in blocks of 2L channels (each group's channels padded to J blocks), zeros in the
+    padding channels (written here: grads may come uninitialised). One task per sample, block and
+    output row."""
+    batch, channels, out_h, out_w = grad_out.shape
+    group_out = channels // groups
+    blocks, columns = grads.shape[1], grads.shape[3]
+    jblocks = blocks // groups
+    for task in prange(batch * blocks * out_h):
+        n, block, h = unravel3(task, blocks, out_h)
+        g = block // jblocks
+        j0 = (block - g * jblocks) * columns
+        j1 = min(columns, group_out - j0)
+        src = grad_out[n, g * group_out + j0 : g * group_out + j0 + j1, h]
+        dst = grads[n, block, h * out_w : (h + 1) * out_w]
+        if j1 < columns:
+            dst[:, :] = 0
+        for w in range(out_w):
+            for c in range(j1):
+                dst[w, c] = src[c, w]
+
+
+# ------------------------------------------------------------------------------------------- drivers
+
+
+WEIGHT_RUN = 256  # positions (of one sample or several) per taps12x32 call of _conv2d_weight_tiles
+WEIGHT_JCHUNK = 4  # blocks of channels per task of _conv2d_weight_tiles for 1x1 kernels (else 1)
+
+
+def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, pointwise=False, stride=1):
+    """grad (C_out, T) = the weight gradient of conv.py's _conv2d_weight_grad through
+    _conv2d_weight_tiles, from the phase planes xs and grad_output grad4 (N, C_out, rows, W_out).
+    pointwise: a 1x1 kernel, whose taps each read a plane of their own: a task then takes up to
+    WEIGHT_JCHUNK blocks of channels, reading each run's inputs once for all of them (1.08-1.19x on
+    ResNet-50's 1x1 layers; with 3x3 kernels, whose taps share planes, 0.74-0.97x). stride 2: xs laid
+    out without the stride (see _conv2d_weight_tiles)."""
+    batch, channels, rows, out_w = grad4.shape
+    # grad_output in blocks of 2L channels (zeros in each group's channels past a multiple of 2L)
+    columns = 128 // grad4.itemsize
+    jblocks = -(-channels // groups // columns)
+    grads = _aligned_empty((batch, groups * jblocks, rows * out_w, columns), grad4.dtype)
+    _channel_blocks(grad4, groups, grads)
+    work = grad.size * batch * rows * out_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
+    tblocks = -(-offsets.size // TILE_ROWS)
+    tchunk = min(tblocks, 16)
+    tasks = groups * -(-tblocks // tchunk)
+    # (at least TILE_TASKS tasks where the blocks allow)
+    jchunk = min(WEIGHT_JCHUNK, max(1, jblocks // -(-TILE_TASKS // tasks))) if pointwise else 1
+    _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, plane_w, out_w, tchunk, jchunk, WEIGHT_RUN, stride)
