@@ -344,10 +344,11 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
                 for h in range(h0, h1):
                     for w0 in range(0, out_w, ROW_TILE):
                         at = ((h - h0) * out_w + w0) * width
+                        start = g * group_size + stride * (h * plane_w + w0)
                         if stride == 1:
-                            row7x4(src, g * group_size + h * plane_w + w0, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                            row7x4(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
                         else:
-                            row7x4s2(src, g * group_size + 2 * (h * plane_w + w0), offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                            row7x4s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
             for c in range(min(width, group_out - b * width)):
                 j = g * group_out + b * width + c
                 for h in range(h0, h1):  # (no division per value: p // W_out made this copy half the task's time)
@@ -373,6 +374,7 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     out_channels, count = channel_base.size, tap_index.size
     group_out = out_channels // groups
     tail = xs[:0] if tail is None else tail
+    weights = contiguous(weights).reshape(-1)  # (flat, for the packing)
     out_h, out_w = out.shape[2:]
     lanes4 = 256 // out.itemsize
     # out itself, flat, where the kernels can write it so (contiguous; else empty: they take a buffer)
@@ -381,13 +383,12 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
         blocks = -(-group_out // lanes4)
         # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)
         fused = FUSED and count * lanes4 > (1 if out_w == ROW_TILE else 4) * group_size
-        flat = contiguous(weights).reshape(-1)
         if fused:  # each task packs its block (all samples)
             packed, packed_bias = np.empty((0, 0), dtype=out.dtype), _packed_bias(bias, groups, blocks * lanes4, out.dtype)
         else:
             packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
         split = -(-TILE_TASKS // ((1 if fused else out.shape[0]) * groups * blocks))  # (as below)
-        _conv2d_rows.pick(work)(xs, tail, packed, flat, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), fused, stride)
+        _conv2d_rows.pick(work)(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), fused, stride)
         return
     packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
     blocks = packed.shape[0] // groups
@@ -417,12 +418,12 @@ def row_tiles_fit(out_w, plane_w, group_out, itemsize):
 
 
 def _packed(weights, channel_base, tap_index, groups, width, dtype, bias):
-    """The weights packed in blocks of `width` output channels (_pack_taps), on a cache line, and the
-    bias in the same blocks (_packed_bias)."""
+    """The flat weights packed in blocks of `width` output channels (_pack_taps), on a cache line, and
+    the bias in the same blocks (_packed_bias)."""
     group_out, count = channel_base.size // groups, tap_index.size
     blocks = -(-group_out // width)
     packed = _aligned_empty((groups * blocks, count * width), dtype)
-    _pack_taps(contiguous(weights).reshape(-1), channel_base, tap_index, groups, packed)
+    _pack_taps(weights, channel_base, tap_index, groups, packed)
     return packed, _packed_bias(bias, groups, blocks * width, dtype)
 
 

@@ -157,7 +157,8 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
     flat_rows = plane_w == out_w and stride == 1  # (planes as wide as the output: a run is any span of positions)
     # a run is whole units, positions (else rows): each `unit` long in grads, `plane_unit` in the planes
-    unit, plane_unit = (1, 1) if flat_rows else (out_w, stride * plane_w)
+    xrow = stride * plane_w  # (an output row's step in the planes)
+    unit, plane_unit = (1, 1) if flat_rows else (out_w, xrow)
     units = length // unit
     step = max(1, run // unit)
     runs = (units + step - 1) // step  # runs of equal length (no short last run)
@@ -187,16 +188,11 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
                 for j in range(nj):
                     at = (n0 * blocks + g * jblocks + jb0 + j) * length * columns + u0 * unit * columns
                     for tb in range(nt):
+                        gstride, xstarts, ostart = blocks * length * columns, starts[tb * TILE_ROWS :], (j * nt + tb) * TILE_ROWS * columns
                         if stride == 1:
-                            taps12x32(
-                                flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1],
-                                samples, rows, width, plane_w, sums.reshape(-1), (j * nt + tb) * TILE_ROWS * columns, columns,
-                            )
+                            taps12x32(flat, at, gstride, columns, src, xstarts, xs.shape[1], samples, rows, width, xrow, sums.reshape(-1), ostart, columns)
                         else:
-                            taps12x32s2(
-                                flat, at, blocks * length * columns, columns, src, starts[tb * TILE_ROWS :], xs.shape[1],
-                                samples, rows, width, 2 * plane_w, sums.reshape(-1), (j * nt + tb) * TILE_ROWS * columns, columns,
-                            )
+                            taps12x32s2(flat, at, gstride, columns, src, xstarts, xs.shape[1], samples, rows, width, xrow, sums.reshape(-1), ostart, columns)
         for j in range(nj):
             jb = jb0 + j
             for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)

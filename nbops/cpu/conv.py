@@ -495,11 +495,13 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
             offsets = np.arange(out_channels, dtype=np.int64) * (rows * out_w)
             _run_weight_tiles(spread, source4, offsets, spread.shape[1], 1, out_w, grad.T, True)  # (written turned)
             return grad.reshape(weight_shape)
-        # (both kernels read the planes only where the rows reach: no slack; the tiles read a stride-2
-        # convolution's input from planes without the stride, as the forward's row tiles do)
-        stride = 2 if TILED and STRIDED_ROWS and tuple(strides) == (2, 2) else 1
-        layout = ((1, 1), 2 * rows) if stride == 2 else (strides, rows)
-        xs, offsets, group_size, plane_w, _ = _phase_layout(source4, weight_shape, layout[1], layout[0], before, padded, dilations, groups, 0)
+        # (both kernels read the planes only where the rows reach: no slack)
+        stride, rows_read = 1, rows
+        if TILED and STRIDED_ROWS and tuple(strides) == (2, 2):
+            # the tiles read a stride-2 convolution's input from planes without the stride, as the
+            # forward's row tiles do
+            strides, stride, rows_read = (1, 1), 2, 2 * rows
+        xs, offsets, group_size, plane_w, _ = _phase_layout(source4, weight_shape, rows_read, strides, before, padded, dilations, groups, 0)
         if TILED:  # (over the output's own positions only: exact as it is)
             _run_weight_tiles(xs, contiguous(grad4[:, :, :rows]), offsets, group_size, groups, plane_w, grad, weight_shape[2:] == (1, 1), stride)
         else:
