@@ -157,7 +157,9 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
     against torch; and 1x1 convolutions (the input in place but its last sample; with a stride, the
     positions read gathered) and the input gradient of one. On 7-wide planes the tasks pack their
     own blocks (fused), unless FUSED is off. Stride 2 (dilated too) reads planes laid out without a
-    stride (row7x4s2)."""
+    stride (row7x4s2). The tasks go block by block where a block's weights outweigh a sample's planes
+    (the 3x3 kernels here, but at 28 wide), else sample by sample; one sample makes two tasks of rows
+    per block."""
     monkeypatch.setattr(nbops.cpu._tile, "FUSED", fused)
     group_out = 80 if dtype == torch.float32 else 40
     x = randn((3, 2 * 5, size, size), dtype, seed=size)
@@ -167,6 +169,7 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
     w1 = randn((2 * group_out, 5, 1, 1), dtype, seed=4)
     with conv_path("tiles"):
         assert_same(nbops.conv2d(x, w, b, 1, 1, 1, 2), F.conv2d(x, w, b, 1, 1, 1, 2), SUM_TOL[dtype])
+        assert_same(nbops.conv2d(x[:1], w, b, 1, 1, 1, 2), F.conv2d(x[:1], w, b, 1, 1, 1, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(xs2, w, b, 2, 1, 1, 2), F.conv2d(xs2, w, b, 2, 1, 1, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(xs2, w, b, 2, 2, 2, 2), F.conv2d(xs2, w, b, 2, 2, 2, 2), SUM_TOL[dtype])
         assert_same(nbops.conv2d(x, w1, b, 1, 0, 1, 2), F.conv2d(x, w1, b, 1, 0, 1, 2), SUM_TOL[dtype])
