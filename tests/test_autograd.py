@@ -512,7 +512,10 @@ def _valid(torch_fn, *args):
 
 # the plain loops ('planes') and the register tiles in both dtypes (the weight gradient's tiles run
 # float64 too)
-GRADIENT_PATHS = [("planes", torch.float64), ("tiles", torch.float64), ("tiles", torch.float32)]
+GRADIENT_PATHS = [
+    ("planes", torch.float64), ("tiles", torch.float64), ("tiles", torch.float32),
+    ("winograd", torch.float64), ("winograd", torch.float32),
+]
 
 
 @pytest.mark.parametrize("path,dtype", GRADIENT_PATHS)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nbops
+from nbops.cpu import _winograd
 from nbops.cpu import conv as cpu_conv
 from reference import DTYPES, SUM_TOL, assert_same, non_contiguous, randn
 
@@ -29,17 +30,20 @@ CONV_CASES = [
 @contextlib.contextmanager
 def conv_path(path):
     """Run conv2d through one of its kernels whatever the plane size: 'tiles' (the register tiles, both
-    dtypes), 'planes' or 'pixels' (the plain loops)."""
-    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED
-    cpu_conv.TILED = path == "tiles"
+    dtypes), 'winograd' (F(2x2, 3x3) for 3x3 kernels at stride 1 whatever their channels and batch, the
+    register tiles for the others), 'planes' or 'pixels' (the plain loops)."""
+    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, _winograd.WINOGRAD, _winograd.WINOGRAD_CHANNELS, _winograd.WINOGRAD_BLOCKS
+    cpu_conv.TILED = path in ("tiles", "winograd")
     cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
+    _winograd.WINOGRAD = path == "winograd"
+    _winograd.WINOGRAD_CHANNELS = _winograd.WINOGRAD_BLOCKS = 0
     try:
         yield
     finally:
-        cpu_conv.SMALL_PLANE, cpu_conv.TILED = saved
+        cpu_conv.SMALL_PLANE, cpu_conv.TILED, _winograd.WINOGRAD, _winograd.WINOGRAD_CHANNELS, _winograd.WINOGRAD_BLOCKS = saved
 
 
-PATHS = ["planes", "pixels", "tiles"]
+PATHS = ["planes", "pixels", "tiles", "winograd"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -72,7 +76,7 @@ CONVT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("path", ["planes", "tiles"])
+@pytest.mark.parametrize("path", ["planes", "tiles", "winograd"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONVT_CASES)
 @pytest.mark.parametrize("batched", [True, False])
@@ -189,6 +193,39 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
             assert_same(mine, expected, SUM_TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,cin,cout,size,padding", [
+    (2, 5, 7, (9, 10), 1),  # odd output height: the last blocks' second row cut off
+    (1, 3, 13, (8, 8), 0),  # two blocks of output channels, the last of one channel
+    (3, 4, 30, (7, 11), 2),  # odd width, padding 2 (a transposed convolution's padding 0)
+    (2, 300, 20, (5, 6), 1),  # input channels in two runs of PRODUCT_TAPS
+    (5, 6, 9, (13, 12), (1, 0)),  # tiles over several panels, the last one part-filled
+    (1, 2, 3, (1, 1), 1),  # one output position
+])
+def test_winograd(batch, cin, cout, size, padding, dtype):
+    """F(2x2, 3x3) (nbops/cpu/_winograd.py) whatever the channels and batch: conv2d, its input and
+    weight gradients (the input gradient a correlation with the kernel turned) and conv_transpose2d
+    at stride 1, against torch and against the plain loops."""
+    x = randn((batch, cin) + size, dtype, seed=cin)
+    w = randn((cout, cin, 3, 3), dtype, seed=cout) / (3 * cin**0.5)  # (sums of order 1: float32 tolerances)
+    b = randn((cout,), dtype, seed=3)
+    wt = randn((cin, cout, 3, 3), dtype, seed=5) / (3 * cin**0.5)
+    tpad = min(padding, 2) if isinstance(padding, int) else padding
+    with conv_path("planes"):
+        loops = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad)
+    with conv_path("winograd"):
+        mine = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad)
+        expected = F.conv2d(x, w, b, 1, padding), F.conv_transpose2d(x, wt, b, 1, tpad)
+        for ours, plain, theirs in zip(mine, loops, expected):
+            assert_same(ours, theirs, SUM_TOL[dtype])
+            assert_same(ours, plain, SUM_TOL[dtype])
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        grads = torch.autograd.grad(nbops.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
+        expected = torch.autograd.grad(F.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
+        for ours, theirs in zip(grads, expected):
+            assert_same(ours, theirs, SUM_TOL[dtype])
+
+
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_narrow_inputs_with_wide_dilated_kernels(width):
     # taps whose every output column falls outside the row (found by hypothesis: once read out of bounds)
@@ -256,8 +293,11 @@ def test_conv_does_not_modify_inputs():
     assert all(torch.equal(a, c) for a, c in zip((x, w, b), copies))
 
 
-# the plain loops in float64, the register tiles in both dtypes
-PROPERTY_PATHS = [("planes", torch.float64), ("pixels", torch.float64), ("tiles", torch.float32), ("tiles", torch.float64)]
+# the plain loops in float64, the register tiles and F(2x2, 3x3) in both dtypes
+PROPERTY_PATHS = [
+    ("planes", torch.float64), ("pixels", torch.float64), ("tiles", torch.float32), ("tiles", torch.float64),
+    ("winograd", torch.float32), ("winograd", torch.float64),
+]
 
 
 @pytest.mark.parametrize("path,dtype", PROPERTY_PATHS)

@@ -17,6 +17,7 @@ from ._parallel import parallel_kernel, unravel3
 from ._planes import _phase_layout, _phase_planes, _pointwise, _Taps, _turned
 from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit
 from ._weight_tiles import _run_weight_tiles
+from ._winograd import run_winograd, winograd_fits
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -42,6 +43,10 @@ from ._weight_tiles import _run_weight_tiles
 #    28 wide too for kernels with padding; a stride-2 convolution whose output fits the row tiles reads
 #    planes laid out without a stride, each position from twice its coordinates (no phase planes).
 #    2. and 3. stay as the reference the tiles are tested against (with torch), in both dtypes.
+# 5. 3x3 kernels at stride 1 with enough channels and output (winograd_fits) go through Winograd's
+#    F(2x2, 3x3) instead (nbops/cpu/_winograd.py): 16 multiplications for each 2x2 block of outputs and
+#    pair of channels, not 36, the sums over the input channels through the same register tiles; their
+#    input gradients (a correlation with the kernel turned round) and conv_transpose2d at stride 1 too.
 #    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes,
 #    nbops/cpu/_weight_tiles.py) with 12 taps x 2L output channels in registers over the output positions.
 # ---------------------------------------------------------------------------------------------------
@@ -338,6 +343,9 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     output plane. w: an array, or _Taps."""
     out_channels = w.shape[0]
     out_h = out.shape[2]
+    if TILED and not isinstance(w, _Taps) and winograd_fits(w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, out.shape[2:]):
+        run_winograd(x4, w, b, out, before)  # (3x3 at stride 1: F(2x2, 3x3), nbops/cpu/_winograd.py)
+        return
     pointwise = _pointwise(x4, w.shape, strides, before, out.shape[2:])
     if pointwise is not None:
         x4, strides, before, padded = pointwise
@@ -404,6 +412,10 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     """
     sh, sw = strides
     out_channels = w.shape[1] * groups
+    fits = winograd_fits(w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, out.shape[2:])
+    if TILED and fits and max(pads) <= 2:  # (a correlation with the kernel turned, padded by 2 - padding)
+        run_winograd(x4, w, b, out, (2 - pads[0], 2 - pads[1]), turned=True)
+        return
     top, left, plane_h, plane_w, group_size, channel_base, phases, slack = _transpose_plan(
         tuple(strides), tuple(pads), tuple(dilations), groups, w.shape, x4.shape[2:], out.shape[2:]
     )
@@ -550,7 +562,10 @@ def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, g
             grad_input = np.empty(x4.shape, dtype=x4.dtype)
             pads = (extent[0] - before[0], extent[1] - before[1])
             around = (out_h + 2 * extent[0] - before[0] - after[0], out_w + 2 * extent[1] - before[1] - after[1])
-            _conv2d_fast(gy, _turned(w, groups), zeros, grad_input, (1, 1), pads, around, dilations, groups)
+            if TILED and winograd_fits(w.shape[2:], strides, dilations, groups, batch, w.shape[0], in_channels, (height, width)):
+                run_winograd(gy, w, zeros, grad_input, pads, turned=True)
+            else:
+                _conv2d_fast(gy, _turned(w, groups), zeros, grad_input, (1, 1), pads, around, dilations, groups)
         elif _pointwise(x4, w.shape, strides, before, (out_h, out_w)) is not None:
             # a 1x1 kernel with a stride: the input positions it read get the stride-1 gradient (a 1x1
             # convolution of grad_output), the others none

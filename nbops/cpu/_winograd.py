@@ -1,0 +1,342 @@
+"""3x3 convolutions at stride 1 by Winograd's minimal filtering F(2x2, 3x3): the sum of conv.py's
+_conv2d_planes with 16 multiplications for each 2x2 block of outputs and pair of channels, not 36.
+
+For one output block (rows 2y, 2y+1, columns 2x, 2x+1), input channel c and output channel j, with d
+the 4x4 patch of the padded input at (2y, 2x) and g = weight(j, c) (3x3):
+
+    out(2y + a, 2x + b) = (A^T [ (G g G^T) * (B^T d B) ] A)(a, b)          (* element by element)
+
+    B^T = [1  0 -1  0]      G = [ 1    0    0 ]      A^T = [1  1  1  0]
+          [0  1  1  0]          [1/2  1/2  1/2]            [0  1 -1 -1]
+          [0 -1  1  0]          [1/2 -1/2  1/2]
+          [0  1  0 -1]          [ 0    0    1 ]
+
+(in one dimension, y0 = g0 d0 + g1 d1 + g2 d2 and y1 = g0 d1 + g1 d2 + g2 d3 from four products; in
+two, the products of the rows' and the columns'). A^T [.] A is linear, so the sum over the input
+channels moves inside it: for each of the 16 entries e = 4k + l of the transformed blocks,
+
+    M(e, j, tile) = sum_c U(e, j, c) * V(e, c, tile),     U = G g G^T,   V = B^T d B,
+
+16 matrix products (C_out x C_in times C_in x tiles), and the output block is A^T M(:, j, tile) A.
+
+The steps: _winograd_weights (U, packed in blocks of 12 output channels as the register tiles take
+their weights), _winograd_inputs (V, the tiles of every sample side by side in panels of 2L: the
+L = 16 lanes of float32, 8 of float64), _winograd_products (tile12x32 over each panel: 12 output
+channels x 2L tiles summed over the input channels in registers) and _winograd_outputs (A^T M A and
+the bias; where H_out or W_out is odd, the last blocks' second row or column is not written). The
+rounding differs from the direct sum's by the transforms' additions (a few units in the last place
+of the largest terms); the tests compare this path with torch and with the plain loops.
+"""
+
+import threading
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .._arrays import contiguous
+
+from ._lanes import _Lanes
+from ._parallel import parallel_kernel, unravel3
+from ._planes import _phase_planes
+from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile4x32, tile8x32, tile12x32
+
+# values added to the length of each of the 16 rows of V, M and the weights' buffer: rows written or
+# read side by side fell in one set of L1 where their length is a multiple of 4 KB
+SKEW = 16
+
+
+def _arrays_typing(arrays):
+    """Whether `arrays` are arrays of one float dtype (what the transforms' intrinsics take)."""
+    return all(isinstance(a, types.Array) for a in arrays) and arrays[0].dtype in (types.float32, types.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
+
+
+@intrinsic
+def winograd_in(typingctx, src, even_at, odd_at, half_w, count, V, vstart, vstride):
+    """V(vstart + e * vstride + i) = (B^T d_i B)(k, l), e = 4k + l, for i < count <= L blocks side by
+    side: d_i's column 2i + q is src(even_at + r * half_w + i + q // 2) for even q, src(odd_at + ...) for
+    odd q, in its rows r = 0..3 (the even and odd column planes of _winograd_inputs). Vectors of L
+    blocks: 16 masked loads, 48 adds and 16 masked stores."""
+    if not _arrays_typing((src, V)):
+        return None
+    signature = types.void(src, even_at, odd_at, half_w, count, V, vstart, vstride)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        src_p, v_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 5))
+        even_at, odd_at, half_w, count, vstart, vstride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 4, 6, 7))
+        v, b = _Lanes(builder, kinds[0].dtype), builder
+        mask = v.lanes_below(count)
+        rows = []  # rows[r][q]: column 2i + q of row r of the L patches
+        for r in range(4):
+            skip = b.mul(half_w, v.const(r))
+            e, o = b.add(even_at, skip), b.add(odd_at, skip)
+            rows.append([v.masked_load(v.vector, src_p, at, mask) for at in (e, o, b.add(e, v.const(1)), b.add(o, v.const(1)))])
+        combined = [  # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (each four columns)
+            [b.fsub(rows[0][q], rows[2][q]) for q in range(4)],
+            [b.fadd(rows[1][q], rows[2][q]) for q in range(4)],
+            [b.fsub(rows[2][q], rows[1][q]) for q in range(4)],
+            [b.fsub(rows[1][q], rows[3][q]) for q in range(4)],
+        ]
+        for k, c in enumerate(combined):  # times B: columns c0 - c2, c1 + c2, c2 - c1, c1 - c3
+            for l, value in enumerate((b.fsub(c[0], c[2]), b.fadd(c[1], c[2]), b.fsub(c[2], c[1]), b.fsub(c[1], c[3]))):
+                v.masked_store(value, v_p, b.add(vstart, b.mul(vstride, v.const(4 * k + l))), mask)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def winograd_out(typingctx, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w):
+    """For i < count <= L blocks side by side, m_i(e) = M(mstart + e * mstride + i): out(top + 2i + b)
+    = bias(j) + (A^T m_i A)(0, b) and out(top + out_w + 2i + b) = bias(j) + (A^T m_i A)(1, b), only the
+    first valid_top and valid_bottom values of the two rows (0: none). Vectors of L blocks: 16 masked
+    loads, the sums, two interleaves per row and four masked stores."""
+    if not _arrays_typing((M, bias, out)):
+        return None
+    signature = types.void(M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        m_p, bias_p, out_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 4, 6))
+        mstart, mstride, count, j, top, valid_top, valid_bottom, out_w = (
+            context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 5, 7, 8, 9, 10)
+        )
+        v, b = _Lanes(builder, kinds[0].dtype), builder
+        lanes, mask = v.lanes, v.lanes_below(count)
+        m = [v.masked_load(v.vector, m_p, b.add(mstart, b.mul(mstride, v.const(e))), mask) for e in range(16)]
+        s = [b.fadd(b.fadd(m[q], m[4 + q]), m[8 + q]) for q in range(4)]  # A^T m: rows m0 + m1 + m2, m1 - m2 - m3
+        t = [b.fsub(b.fsub(m[4 + q], m[8 + q]), m[12 + q]) for q in range(4)]
+        offset = v.broadcast(bias_p, j)
+        i32 = ir.IntType(32)
+        for row, valid, at in ((s, valid_top, top), (t, valid_bottom, b.add(top, out_w))):
+            left = b.fadd(b.fadd(b.fadd(row[0], row[1]), row[2]), offset)  # times A: columns c0 + c1 + c2, c1 - c2 - c3
+            right = b.fadd(b.fsub(b.fsub(row[1], row[2]), row[3]), offset)
+            for half in range(2):  # (output columns 2i and 2i + 1 interleaved: L per store)
+                order = [half * lanes // 2 + q // 2 + (lanes if q % 2 else 0) for q in range(lanes)]
+                pairs = b.shuffle_vector(left, right, ir.Constant(ir.VectorType(i32, lanes), order))
+                v.masked_store(pairs, out_p, b.add(at, v.const(half * lanes)), v.lanes_below(b.sub(valid, v.const(half * lanes))))
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def winograd_weights(typingctx, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
+    """packed(pstart + e * pstride + i) = (G g_i G^T)(k, l), e = 4k + l, for lanes i < count <= L, where
+    g_i(m, l) = w(base + i * lane_stride + (3m + l) * tap_step): one input channel of L output channels
+    (tap_step -1 from the last tap: the turned kernel of an input gradient). 9 masked gathers, the
+    transform, 16 masked stores."""
+    if not _arrays_typing((w, packed)):
+        return None
+    signature = types.void(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        w_p, packed_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 5))
+        base, lane_stride, tap_step, count, pstart, pstride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 4, 6, 7))
+        v, b = _Lanes(builder, kinds[0].dtype), builder
+        lanes, mask = v.lanes, v.lanes_below(count)
+        gather = v.function(f"llvm.masked.gather.{v.suffix}.v{lanes}p0", v.vector, [ir.VectorType(ir.PointerType(), lanes), v.i32, v.masks, v.vector])
+        rows = b.mul(ir.Constant(v.ints, list(range(lanes))), v.splat(lane_stride))
+        origin = v.splat(b.ptrtoint(w_p, v.i64))
+        g = []
+        for t in range(9):
+            index = b.add(rows, v.splat(b.add(base, b.mul(tap_step, v.const(t)))))
+            addresses = b.inttoptr(b.add(origin, b.mul(index, v.splat(v.const(v.size)))), ir.VectorType(ir.PointerType(), lanes))
+            g.append(b.call(gather, [addresses, ir.Constant(v.i32, v.size), mask, v.zero]))
+        half = ir.Constant(v.vector, [0.5] * lanes)
+
+        def transform(a0, a1, a2):  # (a0, (a0 + a1 + a2) / 2, (a0 - a1 + a2) / 2, a2): G times a column of three
+            return a0, b.fmul(half, b.fadd(b.fadd(a0, a1), a2)), b.fmul(half, b.fadd(b.fsub(a0, a1), a2)), a2
+
+        columns = [transform(g[l], g[3 + l], g[6 + l]) for l in range(3)]  # G g, column by column
+        for k in range(4):
+            for l, value in enumerate(transform(columns[0][k], columns[1][k], columns[2][k])):  # row k of G g, times G^T
+                v.masked_store(value, packed_p, b.add(pstart, b.mul(pstride, v.const(4 * k + l))), mask)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@parallel_kernel(cache=True)
+def _winograd_weights(w, in_channels, out_channels, turned, packed):
+    """packed(e * blocks + b, 12 c + r) = U(e, j, c) = (G g G^T)(k, l) for e = 4k + l, j = 12 b + r and
+    g the 3x3 kernel of output channel j and input channel c: w(j, c) of conv2d weights (C_out, C_in,
+    3, 3), or where `turned`, w(c, j) turned by 180 degrees of conv_transpose2d weights (C_in, C_out, 3,
+    3) (an input gradient's kernel); zeros in the rows past the last output channel. A task is one
+    block of twelve output channels, L at a time (winograd_weights)."""
+    lanes = 64 // packed.itemsize
+    blocks = packed.shape[0] // 16
+    flat = w.reshape(-1)
+    for b in prange(blocks):
+        for c in range(in_channels):
+            for r0 in range(0, TILE_ROWS, lanes):
+                j0 = b * TILE_ROWS + r0
+                count = min(lanes, TILE_ROWS - r0, out_channels - j0)
+                if count <= 0:
+                    continue
+                if turned:  # (g(m, l) = w(c, j, 2 - m, 2 - l))
+                    winograd_weights(flat, (c * out_channels + j0) * 9 + 8, 9, -1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
+                else:
+                    winograd_weights(flat, (j0 * in_channels + c) * 9, in_channels * 9, 1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
+        for r in range(max(0, out_channels - b * TILE_ROWS), TILE_ROWS):
+            for e in range(16):
+                for c in range(in_channels):
+                    packed[e * blocks + b, TILE_ROWS * c + r] = 0.0
+
+
+@parallel_kernel(cache=True)
+def _winograd_inputs(xs, plane_h, half_w, tiles_h, tiles_w, in_channels, panels, V):
+    """V(e, (p * C_in + c) * 2L + s) = (B^T d B)(k, l) for e = 4k + l and tile p * 2L + s = (n * tiles_h +
+    y) * tiles_w + x (panels p of 2L tiles), d the 4x4 patch of channel c at (2y, 2x) of the padded
+    input, which xs holds in two planes per channel, its even and its odd columns (_phase_planes with
+    stride (1, 2): columns 2x .. 2x+3 are even(x), odd(x), even(x+1), odd(x+1)). A task is one panel
+    (so that it writes V's memory in order: sample by sample and channel by channel, 2.5x slower on
+    56x56): its tiles in runs along a row of blocks, up to L at a time (winograd_in), for each channel."""
+    lanes = 64 // V.itemsize
+    plane = plane_h * half_w
+    tiles = xs.shape[0] * tiles_h * tiles_w
+    flat = V.reshape(-1)
+    for p in prange(panels):
+        runs = np.empty((2 * lanes + 2, 4), dtype=np.int64)  # (sample, start in the planes, count, lane)
+        count = 0
+        tile = p * 2 * lanes
+        end = min(tiles, tile + 2 * lanes)
+        while tile < end:
+            n = tile // (tiles_h * tiles_w)
+            y = (tile - n * tiles_h * tiles_w) // tiles_w
+            x = tile - (n * tiles_h + y) * tiles_w
+            lane = tile - p * 2 * lanes
+            run = min(tiles_w - x, end - tile, lanes - lane % lanes)
+            runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3] = n, 2 * y * half_w + x, run, lane
+            count += 1
+            tile += run
+        for c in range(in_channels):
+            for i in range(count):
+                n, at = runs[i, 0], runs[i, 1]
+                winograd_in(xs[n], 2 * c * plane + at, (2 * c + 1) * plane + at, half_w, runs[i, 2], flat, (p * in_channels + c) * 2 * lanes + runs[i, 3], V.shape[1])
+
+
+PRODUCT_TAPS = 256  # input channels per tile12x32 call of _winograd_products (the panel's part in L1)
+PRODUCT_PANELS = 4  # panels per task of _winograd_products (1.0-1.5x all of them on 2 threads)
+
+
+@parallel_kernel(cache=True)
+def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chunk, chunk):
+    """M(e, j * width + t) = sum_c U(e, j, c) V(e, c, t) (V and M as _winograd_inputs and
+    _winograd_outputs lay them out): for each entry e, the packed weights of a chunk of blocks of
+    twelve output channels (kept in L2) against `panel_chunk` panels of 2L tiles. A task is one entry,
+    chunk and group of panels: it zeroes its sums, then its loops are each run of PRODUCT_TAPS input
+    channels, each panel (its run, 2L x PRODUCT_TAPS values, stays in L1), each block: one tile12x32
+    call (tile8x32, tile4x32 for a last block of at most 8 or 4 channels)."""
+    lanes = 128 // V.itemsize
+    panels = width // lanes
+    blocks = packed.shape[0] // 16
+    chunks = (blocks + chunk - 1) // chunk
+    groups = (panels + panel_chunk - 1) // panel_chunk
+    offsets = np.arange(in_channels) * lanes
+    src = V.reshape(-1)
+    out = M.reshape(-1)
+    for task in prange(16 * chunks * groups):
+        e, ch, group = unravel3(task, chunks, groups)
+        p0, p1 = group * panel_chunk, min(panels, (group + 1) * panel_chunk)
+        b0, b1 = ch * chunk, min(blocks, (ch + 1) * chunk)
+        for j in range(b0 * TILE_ROWS, min(out_channels, b1 * TILE_ROWS)):
+            M[e, j * width + p0 * lanes : j * width + p1 * lanes] = 0.0
+        for t0 in range(0, in_channels, PRODUCT_TAPS):
+            t1 = min(in_channels, t0 + PRODUCT_TAPS)
+            taps = offsets[t0:t1]
+            for p in range(p0, p1):
+                start = e * V.shape[1] + p * in_channels * lanes
+                for b in range(b0, b1):
+                    weights = packed[e * blocks + b]
+                    at = e * M.shape[1] + b * TILE_ROWS * width + p * lanes
+                    left = out_channels - b * TILE_ROWS
+                    if left > 8:
+                        tile12x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes)
+                    elif left > 4:
+                        tile8x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes)
+                    else:
+                        tile4x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes)
+
+
+@parallel_kernel(cache=True)
+def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out):
+    """out(n, j, 2y + a, 2x + b) = bias(j) + (A^T M(:, j * width + tile) A)(a, b), tile = (n * tiles_h + y)
+    * tiles_w + x, where that lies inside out (contiguous). A task is one sample and channel; each row
+    of blocks goes L blocks at a time (winograd_out)."""
+    batch, channels, out_h, out_w = out.shape
+    lanes = 64 // out.itemsize
+    flat = M.reshape(-1)
+    dst = out.reshape(-1)
+    for task in prange(batch * channels):
+        n = task // channels
+        j = task - n * channels
+        for y in range(tiles_h):
+            base = j * width + (n * tiles_h + y) * tiles_w
+            top = ((n * channels + j) * out_h + 2 * y) * out_w
+            for x0 in range(0, tiles_w, lanes):
+                valid = min(2 * lanes, out_w - 2 * x0)
+                below = valid if 2 * y + 1 < out_h else 0
+                winograd_out(flat, base + x0, M.shape[1], min(lanes, tiles_w - x0), bias, j, dst, top + 2 * x0, valid, below, out_w)
+
+
+WINOGRAD = True  # 3x3 stride-1 convolutions through run_winograd where winograd_fits (False: the direct tiles)
+WINOGRAD_CHANNELS = 128  # fewest input and output channels (fewer: the transforms outweigh the saving)
+WINOGRAD_BLOCKS = 256  # fewest 2x2 blocks of output over the batch (fewer: the weights' transform outweighs it)
+
+
+def winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw):
+    """Whether a convolution goes through run_winograd: a 3x3 kernel at stride 1, without dilation or
+    groups, with enough channels and output blocks that it pays (measured on ResNet's 3x3 layers:
+    1.1-1.3x the direct tiles from 28x28 down with 128 channels or more; 64 channels at 56x56 and
+    512 at 7x7 with batch 8 ran 0.9-1.0x)."""
+    blocks = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
+    shape = tuple(kernel) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1) and groups == 1
+    return WINOGRAD and shape and min(in_channels, out_channels) >= WINOGRAD_CHANNELS and blocks >= WINOGRAD_BLOCKS
+
+
+_workspace = threading.local()
+
+
+def _reused(name, shape, dtype):
+    """An uninitialised array of `shape`, the same memory on each call in this thread while it is big
+    enough: V and M are 6-50 MB on ResNet's layers, and fresh arrays of that size were mapped and
+    page-faulted anew on every call (a third of the time at 28x28 and 56x56)."""
+    arrays = _workspace.__dict__.setdefault("arrays", {})
+    size, key = int(np.prod(shape)), (name, np.dtype(dtype).str)
+    if key not in arrays or arrays[key].size < size:
+        arrays[key] = np.empty(size, dtype=dtype)
+    return arrays[key][:size].reshape(shape)
+
+
+def run_winograd(x4, w, bias, out, before, turned=False):
+    """out = conv2d(x4, w (C_out, C_in, 3, 3)) + bias at stride 1, zero padding `before` (top, left) and
+    whatever more out's size implies (see the top of this file); `turned`: w is conv_transpose2d's
+    (C_in, C_out, 3, 3) and the kernel is w turned (an input gradient at stride 1)."""
+    batch, in_channels = x4.shape[:2]
+    out_channels, out_h, out_w = out.shape[1:]
+    lanes = 128 // out.itemsize  # (tiles per panel: the register tile's 2L columns)
+    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
+    plane_h, half_w = 2 * tiles_h + 2, tiles_w + 1  # (planes holding every block's 4x4 patch: zeros past the padding)
+    xs = _phase_planes(contiguous(x4), before[0], before[1], 1, 2, plane_h, half_w, 0)
+    panels = -(-batch * tiles_h * tiles_w // lanes)
+    width = panels * lanes
+    V = _reused("V", (16, width * in_channels + SKEW), out.dtype)
+    V[:, (panels - 1) * lanes * in_channels :] = 0  # (the last panel's tiles past the last one: zeros)
+    _winograd_inputs(xs, plane_h, half_w, tiles_h, tiles_w, in_channels, panels, V)
+    blocks = -(-out_channels // TILE_ROWS)
+    packed = _reused("U", (16 * blocks, TILE_ROWS * in_channels + SKEW), out.dtype)
+    _winograd_weights(contiguous(w), in_channels, out_channels, turned, packed)
+    M = _reused("M", (16, out_channels * width + SKEW), out.dtype)
+    chunks = -(-blocks // max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * max(1, in_channels))))  # (a chunk's weights in L2)
+    _winograd_products(V, packed, M, in_channels, out_channels, width, PRODUCT_PANELS, -(-blocks // chunks))
+    if out.flags.c_contiguous:
+        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, out)
+    else:
+        result = np.empty(out.shape, dtype=out.dtype)
+        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, result)
+        out[...] = result
