@@ -40,7 +40,6 @@ from .._arrays import contiguous
 
 from ._lanes import _Lanes
 from ._parallel import parallel_kernel, unravel3
-from ._planes import _phase_planes
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile4x32, tile8x32, tile12x32
 
 # values added to the length of each of the 16 rows of V, M and the weights' buffer: rows written or
@@ -54,32 +53,52 @@ def _arrays_typing(arrays):
 
 
 @intrinsic
-def winograd_in(typingctx, src, even_at, odd_at, half_w, count, V, vstart, vstride):
+def winograd_in(typingctx, src, first, width, row, height, column, count, V, vstart, vstride):
     """V(vstart + e * vstride + i) = (B^T d_i B)(k, l), e = 4k + l, for i < count <= L blocks side by
-    side: d_i's column 2i + q is src(even_at + r * half_w + i + q // 2) for even q, src(odd_at + ...) for
-    odd q, in its rows r = 0..3 (the even and odd column planes of _winograd_inputs). Vectors of L
-    blocks: 16 masked loads, 48 adds and 16 masked stores."""
+    side: d_i(r, q) = src(first + (row + r) * width + column + 2i + q), the 4x4 patches of a plane of
+    `height` rows of `width` (from `first`) at (row, column + 2i), zero where that falls outside it (the
+    padding: those lanes are not read). Each patch row: four masked loads of L values, split into
+    even and odd columns (shuffles); then 48 adds and 16 masked stores."""
     if not _arrays_typing((src, V)):
         return None
-    signature = types.void(src, even_at, odd_at, half_w, count, V, vstart, vstride)
+    signature = types.void(src, first, width, row, height, column, count, V, vstart, vstride)
 
     def codegen(context, builder, signature, args):
         kinds = signature.args
-        src_p, v_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 5))
-        even_at, odd_at, half_w, count, vstart, vstride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 4, 6, 7))
+        src_p, v_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 7))
+        first, width, row, height, column, count, vstart, vstride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 4, 5, 6, 8, 9))
         v, b = _Lanes(builder, kinds[0].dtype), builder
-        mask = v.lanes_below(count)
-        rows = []  # rows[r][q]: column 2i + q of row r of the L patches
+        lanes, i32 = v.lanes, ir.IntType(32)
+        nothing = ir.Constant(v.masks, [0] * lanes)
+        inside = []  # (lanes k of the 2L columns column + shift + k, shift 0 and 2: inside the plane and the blocks)
+        for shift in (0, 2):
+            for half in (0, lanes):
+                k = ir.Constant(v.ints, [half + q for q in range(lanes)])
+                at = b.add(k, v.splat(b.add(column, v.const(shift))))
+                ok = b.and_(b.icmp_signed(">=", at, v.splat(v.const(0))), b.icmp_signed("<", at, v.splat(width)))
+                inside.append(b.and_(ok, b.icmp_signed("<", k, v.splat(b.mul(count, v.const(2))))))
+        evens = ir.Constant(ir.VectorType(i32, lanes), [2 * q for q in range(lanes)])
+        odds = ir.Constant(ir.VectorType(i32, lanes), [2 * q + 1 for q in range(lanes)])
+        rows = []  # rows[r][q]: column q of row r of the L patches
         for r in range(4):
-            skip = b.mul(half_w, v.const(r))
-            e, o = b.add(even_at, skip), b.add(odd_at, skip)
-            rows.append([v.masked_load(v.vector, src_p, at, mask) for at in (e, o, b.add(e, v.const(1)), b.add(o, v.const(1)))])
+            at = b.add(row, v.const(r))
+            valid = b.and_(b.icmp_signed(">=", at, v.const(0)), b.icmp_signed("<", at, height))
+            start = b.add(b.add(first, b.mul(at, width)), column)
+            values = []
+            for n, shift in enumerate((0, 2)):
+                low, high = (
+                    v.masked_load(v.vector, src_p, b.add(start, v.const(shift + half)), b.select(valid, inside[2 * n + h], nothing))
+                    for h, half in enumerate((0, lanes))
+                )
+                values += [b.shuffle_vector(low, high, evens), b.shuffle_vector(low, high, odds)]
+            rows.append(values)
         combined = [  # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (each four columns)
             [b.fsub(rows[0][q], rows[2][q]) for q in range(4)],
             [b.fadd(rows[1][q], rows[2][q]) for q in range(4)],
             [b.fsub(rows[2][q], rows[1][q]) for q in range(4)],
             [b.fsub(rows[1][q], rows[3][q]) for q in range(4)],
         ]
+        mask = v.lanes_below(count)
         for k, c in enumerate(combined):  # times B: columns c0 - c2, c1 + c2, c2 - c1, c1 - c3
             for l, value in enumerate((b.fsub(c[0], c[2]), b.fadd(c[1], c[2]), b.fsub(c[2], c[1]), b.fsub(c[1], c[3]))):
                 v.masked_store(value, v_p, b.add(vstart, b.mul(vstride, v.const(4 * k + l))), mask)
@@ -189,35 +208,35 @@ def _winograd_weights(w, in_channels, out_channels, turned, packed):
 
 
 @parallel_kernel(cache=True)
-def _winograd_inputs(xs, plane_h, half_w, tiles_h, tiles_w, in_channels, panels, V):
+def _winograd_inputs(x, top, left, tiles_h, tiles_w, panels, V):
     """V(e, (p * C_in + c) * 2L + s) = (B^T d B)(k, l) for e = 4k + l and tile p * 2L + s = (n * tiles_h +
-    y) * tiles_w + x (panels p of 2L tiles), d the 4x4 patch of channel c at (2y, 2x) of the padded
-    input, which xs holds in two planes per channel, its even and its odd columns (_phase_planes with
-    stride (1, 2): columns 2x .. 2x+3 are even(x), odd(x), even(x+1), odd(x+1)). A task is one panel
-    (so that it writes V's memory in order: sample by sample and channel by channel, 2.5x slower on
-    56x56): its tiles in runs along a row of blocks, up to L at a time (winograd_in), for each channel."""
+    y) * tiles_w + x (panels p of 2L tiles), d the 4x4 patch of channel c at (2y - top, 2x - left) of
+    the input x (N, C_in, H, W), contiguous, zero outside it (the padding). A task is one panel (so that
+    it writes V's memory in order: sample by sample and channel by channel, 2.5x slower on 56x56):
+    its tiles in runs along a row of blocks, up to L at a time (winograd_in), for each channel."""
+    batch, channels, height, width = x.shape
     lanes = 64 // V.itemsize
-    plane = plane_h * half_w
-    tiles = xs.shape[0] * tiles_h * tiles_w
+    tiles = batch * tiles_h * tiles_w
+    src = x.reshape(-1)
     flat = V.reshape(-1)
     for p in prange(panels):
-        runs = np.empty((2 * lanes + 2, 4), dtype=np.int64)  # (sample, start in the planes, count, lane)
+        runs = np.empty((2 * lanes + 2, 5), dtype=np.int64)  # (sample, row, column, count, lane)
         count = 0
         tile = p * 2 * lanes
         end = min(tiles, tile + 2 * lanes)
         while tile < end:
             n = tile // (tiles_h * tiles_w)
             y = (tile - n * tiles_h * tiles_w) // tiles_w
-            x = tile - (n * tiles_h + y) * tiles_w
+            col = tile - (n * tiles_h + y) * tiles_w
             lane = tile - p * 2 * lanes
-            run = min(tiles_w - x, end - tile, lanes - lane % lanes)
-            runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3] = n, 2 * y * half_w + x, run, lane
+            run = min(tiles_w - col, end - tile, lanes - lane % lanes)
+            runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3], runs[count, 4] = n, 2 * y - top, 2 * col - left, run, lane
             count += 1
             tile += run
-        for c in range(in_channels):
+        for c in range(channels):
             for i in range(count):
-                n, at = runs[i, 0], runs[i, 1]
-                winograd_in(xs[n], 2 * c * plane + at, (2 * c + 1) * plane + at, half_w, runs[i, 2], flat, (p * in_channels + c) * 2 * lanes + runs[i, 3], V.shape[1])
+                first = (runs[i, 0] * channels + c) * height * width
+                winograd_in(src, first, width, runs[i, 1], height, runs[i, 2], runs[i, 3], flat, (p * channels + c) * 2 * lanes + runs[i, 4], V.shape[1])
 
 
 PRODUCT_TAPS = 256  # input channels per tile12x32 call of _winograd_products (the panel's part in L1)
@@ -285,15 +304,16 @@ def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out):
 
 
 WINOGRAD = True  # 3x3 stride-1 convolutions through run_winograd where winograd_fits (False: the direct tiles)
-WINOGRAD_CHANNELS = 128  # fewest input and output channels (fewer: the transforms outweigh the saving)
-WINOGRAD_BLOCKS = 256  # fewest 2x2 blocks of output over the batch (fewer: the weights' transform outweighs it)
+WINOGRAD_CHANNELS = 64  # fewest input and output channels (fewer: the transforms may outweigh the saving)
+WINOGRAD_BLOCKS = 128  # fewest 2x2 blocks of output over the batch (fewer: the weights' transform outweighs it)
 
 
 def winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw):
     """Whether a convolution goes through run_winograd: a 3x3 kernel at stride 1, without dilation or
-    groups, with enough channels and output blocks that it pays (measured on ResNet's 3x3 layers:
-    1.1-1.3x the direct tiles from 28x28 down with 128 channels or more; 64 channels at 56x56 and
-    512 at 7x7 with batch 8 ran 0.9-1.0x)."""
+    groups, with enough channels and output blocks that it pays (measured against the direct tiles on
+    ResNet's 3x3 layers, forward and input gradient, batch 8 and 16: 64->64 56x56 1.08-1.18x, 128->128
+    28x28 1.24-1.41x, 256->256 14x14 1.22-1.37x, 512->512 7x7 1.09x at batch 8 (128 blocks) and
+    1.22-1.30x at 16)."""
     blocks = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
     shape = tuple(kernel) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1) and groups == 1
     return WINOGRAD and shape and min(in_channels, out_channels) >= WINOGRAD_CHANNELS and blocks >= WINOGRAD_BLOCKS
@@ -321,13 +341,11 @@ def run_winograd(x4, w, bias, out, before, turned=False):
     out_channels, out_h, out_w = out.shape[1:]
     lanes = 128 // out.itemsize  # (tiles per panel: the register tile's 2L columns)
     tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
-    plane_h, half_w = 2 * tiles_h + 2, tiles_w + 1  # (planes holding every block's 4x4 patch: zeros past the padding)
-    xs = _phase_planes(contiguous(x4), before[0], before[1], 1, 2, plane_h, half_w, 0)
     panels = -(-batch * tiles_h * tiles_w // lanes)
     width = panels * lanes
     V = _reused("V", (16, width * in_channels + SKEW), out.dtype)
     V[:, (panels - 1) * lanes * in_channels :] = 0  # (the last panel's tiles past the last one: zeros)
-    _winograd_inputs(xs, plane_h, half_w, tiles_h, tiles_w, in_channels, panels, V)
+    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, V)
     blocks = -(-out_channels // TILE_ROWS)
     packed = _reused("U", (16 * blocks, TILE_ROWS * in_channels + SKEW), out.dtype)
     _winograd_weights(contiguous(w), in_channels, out_channels, turned, packed)
