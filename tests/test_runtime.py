@@ -149,10 +149,13 @@ def _all_ops_once(seed):
 
 @pytest.fixture
 def parallel_kernels(monkeypatch):
-    """Small inputs, but the parallel kernels (whose threads are what threads and fork put at risk)."""
-    from nbops.cpu import _parallel
+    """Small inputs, but the parallel kernels (whose threads are what threads and fork put at risk),
+    and conv2d's 3x3 through Winograd's F(2x2, 3x3) (whose buffers each thread keeps)."""
+    from nbops.cpu import _parallel, _winograd
 
     monkeypatch.setattr(_parallel, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(_winograd, "WINOGRAD_CHANNELS", 0)
+    monkeypatch.setattr(_winograd, "WINOGRAD_BLOCKS", 0)
 
 
 def test_four_threads_call_ops_at_once(parallel_kernels):

@@ -322,12 +322,18 @@ def winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_ch
 _workspace = threading.local()
 
 
+KEPT_BYTES = 256 << 20  # largest buffer that _reused keeps for the next call
+
+
 def _reused(name, shape, dtype):
     """An uninitialised array of `shape`, the same memory on each call in this thread while it is big
-    enough: V and M are 6-50 MB on ResNet's layers, and fresh arrays of that size were mapped and
-    page-faulted anew on every call (a third of the time at 28x28 and 56x56)."""
+    enough (up to KEPT_BYTES; larger ones are fresh each time): V and M are 6-50 MB on ResNet's
+    layers, and fresh arrays of that size were mapped and page-faulted anew on every call (a third of
+    the time at 28x28 and 56x56)."""
     arrays = _workspace.__dict__.setdefault("arrays", {})
     size, key = int(np.prod(shape)), (name, np.dtype(dtype).str)
+    if size * np.dtype(dtype).itemsize > KEPT_BYTES:
+        return np.empty(shape, dtype=dtype)
     if key not in arrays or arrays[key].size < size:
         arrays[key] = np.empty(size, dtype=dtype)
     return arrays[key][:size].reshape(shape)
