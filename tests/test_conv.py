@@ -205,7 +205,8 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
 def test_winograd(batch, cin, cout, size, padding, dtype):
     """F(2x2, 3x3) (nbops/cpu/_winograd.py) whatever the channels and batch: conv2d, its input and
     weight gradients (the input gradient a correlation with the kernel turned) and conv_transpose2d
-    at stride 1, against torch and against the plain loops."""
+    at stride 1, against torch and against the plain loops; and into an output that is a strided
+    view."""
     x = randn((batch, cin) + size, dtype, seed=cin)
     w = randn((cout, cin, 3, 3), dtype, seed=cout) / (3 * cin**0.5)  # (sums of order 1: float32 tolerances)
     b = randn((cout,), dtype, seed=3)
@@ -219,6 +220,12 @@ def test_winograd(batch, cin, cout, size, padding, dtype):
         for ours, plain, theirs in zip(mine, loops, expected):
             assert_same(ours, theirs, SUM_TOL[dtype])
             assert_same(ours, plain, SUM_TOL[dtype])
+        # (out a strided view: the outputs are computed aside and copied in)
+        wide = np.full(expected[0].shape[:3] + (expected[0].shape[3] + 1,), 7.0, dtype=x.numpy().dtype)
+        pads = (padding,) * 2 if isinstance(padding, int) else padding
+        _winograd.run_winograd(x.numpy(), w.numpy(), b.numpy(), wide[..., 1:], pads)
+        assert_same(torch.from_numpy(wide[..., 1:]), expected[0], SUM_TOL[dtype])
+        assert (wide[..., 0] == 7.0).all()
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         grads = torch.autograd.grad(nbops.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
         expected = torch.autograd.grad(F.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
