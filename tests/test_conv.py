@@ -32,15 +32,19 @@ def conv_path(path):
     """Run conv2d through one of its kernels whatever the plane size: 'tiles' (the register tiles, both
     dtypes), 'winograd' (F(2x2, 3x3) for 3x3 kernels at stride 1 whatever their channels and batch, the
     register tiles for the others), 'planes' or 'pixels' (the plain loops)."""
-    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, _winograd.WINOGRAD, _winograd.WINOGRAD_CHANNELS, _winograd.WINOGRAD_BLOCKS
+    names = ("WINOGRAD", "WINOGRAD_CHANNELS", "WINOGRAD_BLOCKS", "WEIGHT_CHANNELS", "WEIGHT_BLOCKS")
+    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, [getattr(_winograd, name) for name in names]
     cpu_conv.TILED = path in ("tiles", "winograd")
     cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
     _winograd.WINOGRAD = path == "winograd"
-    _winograd.WINOGRAD_CHANNELS = _winograd.WINOGRAD_BLOCKS = 0
+    for name in names[1:]:
+        setattr(_winograd, name, 0)
     try:
         yield
     finally:
-        cpu_conv.SMALL_PLANE, cpu_conv.TILED, _winograd.WINOGRAD, _winograd.WINOGRAD_CHANNELS, _winograd.WINOGRAD_BLOCKS = saved
+        cpu_conv.SMALL_PLANE, cpu_conv.TILED = saved[:2]
+        for name, value in zip(names, saved[2]):
+            setattr(_winograd, name, value)
 
 
 PATHS = ["planes", "pixels", "tiles", "winograd"]
@@ -204,8 +208,8 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
 ])
 def test_winograd(batch, cin, cout, size, padding, dtype):
     """F(2x2, 3x3) (nbops/cpu/_winograd.py) whatever the channels and batch: conv2d, its input and
-    weight gradients (the input gradient a correlation with the kernel turned) and conv_transpose2d
-    at stride 1, against torch and against the plain loops; and into an output that is a strided
+    weight gradients (the input gradient a correlation with the kernel turned, the weight gradient
+    16 products over the blocks and G^T dU G) and conv_transpose2d at stride 1, against torch and against the plain loops; and into an output that is a strided
     view."""
     x = randn((batch, cin) + size, dtype, seed=cin)
     w = randn((cout, cin, 3, 3), dtype, seed=cout) / (3 * cin**0.5)  # (sums of order 1: float32 tolerances)

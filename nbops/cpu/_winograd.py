@@ -32,15 +32,16 @@ import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
 
-from ._lanes import _Lanes
+from ._lanes import _aligned_empty, _Lanes
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile4x32, tile8x32, tile12x32
+from ._weight_tiles import _channel_blocks, taps12x32
 
 # values added to the length of each of the 16 rows of V, M and the weights' buffer: rows written or
 # read side by side fell in one set of L1 where their length is a multiple of 4 KB
@@ -364,3 +365,138 @@ def run_winograd(x4, w, bias, out, before, turned=False):
         result = np.empty(out.shape, dtype=out.dtype)
         _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, result)
         out[...] = result
+
+
+# ---------------------------------------------------------------------------------------------------
+# The weight gradient. out = sum_c A^T [U * V_c] A per block, so dU(e, j, c) = sum_blocks Z(e, j) V(e, c)
+# with Z = A dY A^T (dY the block's 2x2 of grad_output, zeros past its edges), and grad_weight(j, c) =
+# G^T dU(:, j, c) G (the 4x4 back to 3x3): the input transform V as the forward's, 16 matrix products
+# over the blocks (taps12x32: 12 input channels x 2L output channels in registers over every block),
+# then the back-transform.
+
+
+@parallel_kernel(cache=True)
+def _winograd_grads(grads, tiles_h, tiles_w, out_h, out_w, Z):
+    """Z(e, (jb * width + tile) * 2L + s) = (A dY A^T)(k, l), e = 4k + l, for output channel 2L jb + s and
+    dY the 2x2 block (2y, 2x) of grad_output in blocks of 2L channels (grads (N, J, H_out * W_out, 2L),
+    _channel_blocks), zeros past its edges; tile = (n * tiles_h + y) * tiles_w + x. A task is one
+    sample, channel block and row of blocks; the channels of a block are the vectorised loop."""
+    batch, blocks, _, lanes = grads.shape
+    width = (Z.shape[1] - SKEW) // (blocks * lanes)
+    zero = np.zeros(lanes, dtype=grads.dtype)
+    for task in prange(batch * blocks * tiles_h):
+        n, jb, y = unravel3(task, blocks, tiles_h)
+        below = 2 * y + 1 < out_h
+        for x in range(tiles_w):
+            right = 2 * x + 1 < out_w
+            at = (2 * y) * out_w + 2 * x
+            g00 = grads[n, jb, at]
+            g01 = grads[n, jb, at + 1] if right else zero
+            g10 = grads[n, jb, at + out_w] if below else zero
+            g11 = grads[n, jb, at + out_w + 1] if right and below else zero
+            base = (jb * width + (n * tiles_h + y) * tiles_w + x) * lanes
+            for s in range(lanes):
+                r = ((g00[s], g01[s]), (g00[s] + g10[s], g01[s] + g11[s]), (g00[s] - g10[s], g01[s] - g11[s]), (-g10[s], -g11[s]))
+                for k in range(4):  # (A dY) row k, times A^T: c0, c0 + c1, c0 - c1, -c1
+                    Z[4 * k, base + s] = r[k][0]
+                    Z[4 * k + 1, base + s] = r[k][0] + r[k][1]
+                    Z[4 * k + 2, base + s] = r[k][0] - r[k][1]
+                    Z[4 * k + 3, base + s] = -r[k][1]
+
+
+@parallel_kernel(cache=True)
+def _winograd_weight_products(V, Z, dU, in_channels, out_channels, width):
+    """dU(e, c * J' + j) = sum_t V(e, c, t) Z(e, j, t) over the tiles t (V as _winograd_inputs lays it out,
+    panels of 2L tiles; Z as _winograd_grads), J' = dU's row length (2L-blocks of output channels). A
+    task is one entry, block of 2L output channels and block of 12 input channels: one taps12x32 call
+    over every panel (input channels past the last repeat it: computed, not written)."""
+    lanes = 128 // V.itemsize
+    panels = width // lanes
+    jblocks = (out_channels + lanes - 1) // lanes
+    cblocks = (in_channels + TILE_ROWS - 1) // TILE_ROWS
+    row = jblocks * lanes
+    src = V.reshape(-1)
+    grads = Z.reshape(-1)
+    out = dU.reshape(-1)
+    for task in prange(16 * jblocks * cblocks):
+        e, jb, cb = unravel3(task, jblocks, cblocks)
+        starts = np.empty(TILE_ROWS, dtype=np.int64)
+        for r in range(TILE_ROWS):
+            starts[r] = e * V.shape[1] + min(cb * TILE_ROWS + r, in_channels - 1) * lanes
+        valid = min(TILE_ROWS, in_channels - cb * TILE_ROWS)
+        sums = np.zeros((TILE_ROWS, lanes), dtype=V.dtype)
+        taps12x32(grads, e * Z.shape[1] + jb * width * lanes, 0, lanes, src, starts, 0, 1, panels, lanes, in_channels * lanes, sums.reshape(-1), 0, lanes)
+        for r in range(valid):
+            dU[e, (cb * TILE_ROWS + r) * row + jb * lanes : (cb * TILE_ROWS + r) * row + (jb + 1) * lanes] = sums[r]
+
+
+@njit(cache=True, inline="always")
+def _back(d0, d1, d2, d3):
+    """A row of G^T times G along it: (d0 + (d1 + d2) / 2, (d1 - d2) / 2, (d1 + d2) / 2 + d3)."""
+    return d0 + 0.5 * (d1 + d2), 0.5 * (d1 - d2), 0.5 * (d1 + d2) + d3
+
+
+@parallel_kernel(cache=True)
+def _winograd_weights_back(dU, in_channels, grad):
+    """grad(j, 9c + 3m + q) = (G^T dU(:, c, j) G)(m, q), dU(e, c * J' + j) (_winograd_weight_products).
+    A task is BACK_CHANNELS output channels, whose dU values lie side by side (one output channel per
+    task read a cache line per value: 12.5 ms on 512x512)."""
+    out_channels = grad.shape[0]
+    row = dU.shape[1] // in_channels
+    for task in prange((out_channels + BACK_CHANNELS - 1) // BACK_CHANNELS):
+        for c in range(in_channels):
+            for j in range(task * BACK_CHANNELS, min(out_channels, (task + 1) * BACK_CHANNELS)):
+                out = grad[j]
+                at = c * row + j
+                # G^T dU, column by column l: rows m = 0, 1, 2
+                a0, b0, c0 = _back(dU[0, at], dU[4, at], dU[8, at], dU[12, at])
+                a1, b1, c1 = _back(dU[1, at], dU[5, at], dU[9, at], dU[13, at])
+                a2, b2, c2 = _back(dU[2, at], dU[6, at], dU[10, at], dU[14, at])
+                a3, b3, c3 = _back(dU[3, at], dU[7, at], dU[11, at], dU[15, at])
+                out[9 * c], out[9 * c + 1], out[9 * c + 2] = _back(a0, a1, a2, a3)  # (times G, along each row)
+                out[9 * c + 3], out[9 * c + 4], out[9 * c + 5] = _back(b0, b1, b2, b3)
+                out[9 * c + 6], out[9 * c + 7], out[9 * c + 8] = _back(c0, c1, c2, c3)
+
+
+BACK_CHANNELS = 16  # output channels per task of _winograd_weights_back
+
+
+WEIGHT_CHANNELS = 128  # fewest input and output channels for the weight gradient through Winograd
+WEIGHT_BLOCKS = 384  # fewest 2x2 output blocks over the batch for it (fewer: the products' sums over
+# the blocks are short, and the back-transform of 16 C_out x C_in matrices outweighs the saving)
+
+
+def winograd_weight_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw):
+    """Whether conv2d's weight gradient goes through run_winograd_weight_grad (measured against the
+    weight-gradient tiles, batch 8 and 16: 128->128 28x28 1.16-1.26x, 256->256 14x14 1.29-1.40x;
+    64->64 56x56 0.80-0.96x and 512->512 7x7 0.95-1.03x stay with the tiles)."""
+    blocks = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
+    enough = min(in_channels, out_channels) >= WEIGHT_CHANNELS and blocks >= WEIGHT_BLOCKS
+    return winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw) and enough
+
+
+def run_winograd_weight_grad(x4, grad4, before):
+    """grad_weight (C_out, 9 C_in) of conv2d 3x3 at stride 1 (winograd_fits) from its input x4 and
+    grad_output grad4 (N, C_out, H_out, W_out), padding `before` (see above)."""
+    batch, in_channels = x4.shape[:2]
+    out_channels, out_h, out_w = grad4.shape[1:]
+    lanes = 128 // grad4.itemsize
+    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
+    panels = -(-batch * tiles_h * tiles_w // lanes)
+    width = panels * lanes
+    V = _reused("V", (16, width * in_channels + SKEW), grad4.dtype)
+    V[:, (panels - 1) * lanes * in_channels :] = 0
+    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, V)
+    jblocks = -(-out_channels // lanes)
+    grads = _aligned_empty((batch, jblocks, out_h * out_w, lanes), grad4.dtype)
+    _channel_blocks(contiguous(grad4), 1, grads)
+    Z = _reused("M", (16, jblocks * width * lanes + SKEW), grad4.dtype)
+    Z[:, (jblocks - 1) * width * lanes :] = 0  # (zeros past the last tile: V's are zero too, but 0 * garbage need not be)
+    for jb in range(jblocks - 1):
+        Z[:, (jb * width + (panels - 1) * lanes) * lanes : (jb + 1) * width * lanes] = 0
+    _winograd_grads(grads, tiles_h, tiles_w, out_h, out_w, Z)
+    dU = _reused("U", (16, in_channels * jblocks * lanes), grad4.dtype)
+    _winograd_weight_products(V, Z, dU, in_channels, out_channels, width)
+    grad = np.empty((out_channels, 9 * in_channels), dtype=grad4.dtype)
+    _winograd_weights_back(dU, in_channels, grad)
+    return grad
