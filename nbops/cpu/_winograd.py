@@ -24,7 +24,8 @@ their weights), _winograd_inputs (V, the tiles of every sample side by side in p
 L = 16 lanes of float32, 8 of float64), _winograd_products (tile12x32 over each panel: 12 output
 channels x 2L tiles summed over the input channels in registers) and _winograd_outputs (A^T M A and
 the bias; where H_out or W_out is odd, the last blocks' second row or column is not written). The
-rounding differs from the direct sum's by the transforms' additions (a few units in the last place
+weight gradient turns it round (its section at the end): dU(e, j, c) = sum_tiles Z(e, j, tile)
+V(e, c, tile) with Z = A dY A^T, and grad_weight(j, c) = G^T dU(:, j, c) G. The rounding differs from the direct sum's by the transforms' additions (a few units in the last place
 of the largest terms); the tests compare this path with torch and with the plain loops.
 """
 
@@ -417,7 +418,6 @@ def _winograd_weight_products(V, Z, dU, in_channels, out_channels, width):
     row = jblocks * lanes
     src = V.reshape(-1)
     grads = Z.reshape(-1)
-    out = dU.reshape(-1)
     for task in prange(16 * jblocks * cblocks):
         e, jb, cb = unravel3(task, jblocks, cblocks)
         starts = np.empty(TILE_ROWS, dtype=np.int64)
