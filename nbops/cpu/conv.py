@@ -43,13 +43,13 @@ from ._winograd import run_winograd, run_winograd_weight_grad, winograd_fits, wi
 #    28 wide too for kernels with padding; a stride-2 convolution whose output fits the row tiles reads
 #    planes laid out without a stride, each position from twice its coordinates (no phase planes).
 #    2. and 3. stay as the reference the tiles are tested against (with torch), in both dtypes.
+#    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes,
+#    nbops/cpu/_weight_tiles.py) with 12 taps x 2L output channels in registers over the output positions.
 # 5. 3x3 kernels at stride 1 with enough channels and output (winograd_fits) go through Winograd's
 #    F(2x2, 3x3) instead (nbops/cpu/_winograd.py): 16 multiplications for each 2x2 block of outputs and
 #    pair of channels, not 36, the sums over the input channels through the same register tiles; their
 #    input gradients (a correlation with the kernel turned round) and conv_transpose2d at stride 1 too,
 #    and their weight gradients where they have 128 channels or more (winograd_weight_fits).
-#    The weight gradient likewise: _conv2d_weight_grad in plain loops, _conv2d_weight_tiles (both dtypes,
-#    nbops/cpu/_weight_tiles.py) with 12 taps x 2L output channels in registers over the output positions.
 # ---------------------------------------------------------------------------------------------------
 
 
