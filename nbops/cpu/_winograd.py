@@ -310,15 +310,20 @@ WINOGRAD_CHANNELS = 64  # fewest input and output channels (fewer: the transform
 WINOGRAD_BLOCKS = 128  # fewest 2x2 blocks of output over the batch (fewer: the weights' transform outweighs it)
 
 
+def _blocks(batch, out_hw):
+    """The 2x2 blocks of output over the batch."""
+    return batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
+
+
 def winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw):
     """Whether a convolution goes through run_winograd: a 3x3 kernel at stride 1, without dilation or
     groups, with enough channels and output blocks that it pays (measured against the direct tiles on
     ResNet's 3x3 layers, forward and input gradient, batch 8 and 16: 64->64 56x56 1.08-1.18x, 128->128
     28x28 1.24-1.41x, 256->256 14x14 1.22-1.37x, 512->512 7x7 1.09x at batch 8 (128 blocks) and
     1.22-1.30x at 16)."""
-    blocks = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
     shape = tuple(kernel) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1) and groups == 1
-    return WINOGRAD and shape and min(in_channels, out_channels) >= WINOGRAD_CHANNELS and blocks >= WINOGRAD_BLOCKS
+    enough = min(in_channels, out_channels) >= WINOGRAD_CHANNELS and _blocks(batch, out_hw) >= WINOGRAD_BLOCKS
+    return WINOGRAD and shape and enough
 
 
 _workspace = threading.local()
@@ -341,19 +346,25 @@ def _reused(name, shape, dtype):
     return arrays[key][:size].reshape(shape)
 
 
+def _transformed_inputs(x4, before, out_hw, dtype):
+    """(V, tiles_h, tiles_w, width): _winograd_inputs of x4 for an output of out_hw, padding
+    `before`, in a buffer kept per thread; its last panel's tiles past the last one are zeros."""
+    lanes = 128 // np.dtype(dtype).itemsize  # (tiles per panel: the register tile's 2L columns)
+    tiles_h, tiles_w = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
+    panels = -(-x4.shape[0] * tiles_h * tiles_w // lanes)
+    width = panels * lanes
+    V = _reused("V", (16, width * x4.shape[1] + SKEW), dtype)
+    V[:, (panels - 1) * lanes * x4.shape[1] :] = 0
+    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, V)
+    return V, tiles_h, tiles_w, width
+
+
 def run_winograd(x4, w, bias, out, before, turned=False):
     """out = conv2d(x4, w (C_out, C_in, 3, 3)) + bias at stride 1, zero padding `before` (top, left) and
     whatever more out's size implies (see the top of this file); `turned`: w is conv_transpose2d's
     (C_in, C_out, 3, 3) and the kernel is w turned (an input gradient at stride 1)."""
-    batch, in_channels = x4.shape[:2]
-    out_channels, out_h, out_w = out.shape[1:]
-    lanes = 128 // out.itemsize  # (tiles per panel: the register tile's 2L columns)
-    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
-    panels = -(-batch * tiles_h * tiles_w // lanes)
-    width = panels * lanes
-    V = _reused("V", (16, width * in_channels + SKEW), out.dtype)
-    V[:, (panels - 1) * lanes * in_channels :] = 0  # (the last panel's tiles past the last one: zeros)
-    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, V)
+    in_channels, out_channels = x4.shape[1], out.shape[1]
+    V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, out.shape[2:], out.dtype)
     blocks = -(-out_channels // TILE_ROWS)
     packed = _reused("U", (16 * blocks, TILE_ROWS * in_channels + SKEW), out.dtype)
     _winograd_weights(contiguous(w), in_channels, out_channels, turned, packed)
@@ -470,8 +481,7 @@ def winograd_weight_fits(kernel, strides, dilations, groups, batch, in_channels,
     """Whether conv2d's weight gradient goes through run_winograd_weight_grad (measured against the
     weight-gradient tiles, batch 8 and 16: 128->128 28x28 1.16-1.26x, 256->256 14x14 1.29-1.40x;
     64->64 56x56 0.80-0.96x and 512->512 7x7 0.95-1.03x stay with the tiles)."""
-    blocks = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
-    enough = min(in_channels, out_channels) >= WEIGHT_CHANNELS and blocks >= WEIGHT_BLOCKS
+    enough = min(in_channels, out_channels) >= WEIGHT_CHANNELS and _blocks(batch, out_hw) >= WEIGHT_BLOCKS
     return winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw) and enough
 
 
@@ -481,19 +491,14 @@ def run_winograd_weight_grad(x4, grad4, before):
     batch, in_channels = x4.shape[:2]
     out_channels, out_h, out_w = grad4.shape[1:]
     lanes = 128 // grad4.itemsize
-    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
-    panels = -(-batch * tiles_h * tiles_w // lanes)
-    width = panels * lanes
-    V = _reused("V", (16, width * in_channels + SKEW), grad4.dtype)
-    V[:, (panels - 1) * lanes * in_channels :] = 0
-    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, V)
+    V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, (out_h, out_w), grad4.dtype)
     jblocks = -(-out_channels // lanes)
     grads = _aligned_empty((batch, jblocks, out_h * out_w, lanes), grad4.dtype)
     _channel_blocks(contiguous(grad4), 1, grads)
     Z = _reused("M", (16, jblocks * width * lanes + SKEW), grad4.dtype)
-    Z[:, (jblocks - 1) * width * lanes :] = 0  # (zeros past the last tile: V's are zero too, but 0 * garbage need not be)
-    for jb in range(jblocks - 1):
-        Z[:, (jb * width + (panels - 1) * lanes) * lanes : (jb + 1) * width * lanes] = 0
+    tiles = batch * tiles_h * tiles_w
+    for jb in range(jblocks):  # (zeros past the last tile: V's are zero there too, but 0 * garbage need not be)
+        Z[:, (jb * width + tiles) * lanes : (jb + 1) * width * lanes] = 0
     _winograd_grads(grads, tiles_h, tiles_w, out_h, out_w, Z)
     dU = _reused("U", (16, in_channels * jblocks * lanes), grad4.dtype)
     _winograd_weight_products(V, Z, dU, in_channels, out_channels, width)
