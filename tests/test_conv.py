@@ -206,11 +206,14 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
     (5, 6, 9, (13, 12), (1, 0)),  # tiles over several panels, the last one part-filled
     (1, 2, 3, (1, 1), 1),  # one output position
 ])
-def test_winograd(batch, cin, cout, size, padding, dtype):
-    """F(2x2, 3x3) (nbops/cpu/_winograd.py) whatever the channels and batch: conv2d, its input and
-    weight gradients (the input gradient a correlation with the kernel turned, the weight gradient
-    16 products over the blocks and G^T dU G) and conv_transpose2d at stride 1, against torch and against the plain loops; and into an output that is a strided
-    view."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
+    """F(2x2, 3x3) (nbops/cpu/_winograd.py) whatever the channels and batch, in one pass per panel
+    (`fused`, _winograd_fused) and step by step: conv2d, its input and weight gradients (the input
+    gradient a correlation with the kernel turned, the weight gradient 16 products over the blocks and
+    G^T dU G) and conv_transpose2d at stride 1, against torch and against the plain loops; and into an
+    output that is a strided view."""
+    monkeypatch.setattr(_winograd, "FUSED", fused)
     x = randn((batch, cin) + size, dtype, seed=cin)
     w = randn((cout, cin, 3, 3), dtype, seed=cout) / (3 * cin**0.5)  # (sums of order 1: float32 tolerances)
     b = randn((cout,), dtype, seed=3)

@@ -33,7 +33,7 @@ import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import config, get_thread_id, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -307,6 +307,7 @@ def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out):
 
 WINOGRAD = True  # 3x3 stride-1 convolutions through run_winograd where winograd_fits (False: the direct tiles)
 WINOGRAD_CHANNELS = 64  # fewest input and output channels (fewer: the transforms may outweigh the saving)
+FUSED = True  # run_winograd in one pass where the transformed weights are small (False: step by step)
 WINOGRAD_BLOCKS = 128  # fewest 2x2 blocks of output over the batch (fewer: the weights' transform outweighs it)
 
 
@@ -342,7 +343,7 @@ def _reused(name, shape, dtype):
     if size * np.dtype(dtype).itemsize > KEPT_BYTES:
         return np.empty(shape, dtype=dtype)
     if key not in arrays or arrays[key].size < size:
-        arrays[key] = np.empty(size, dtype=dtype)
+        arrays[key] = _aligned_empty((size,), dtype)
     return arrays[key][:size].reshape(shape)
 
 
@@ -359,24 +360,93 @@ def _transformed_inputs(x4, before, out_hw, dtype):
     return V, tiles_h, tiles_w, width
 
 
+FUSED_WEIGHT_BYTES = 5 << 20  # largest transformed weights U for _winograd_fused
+
+
+@parallel_kernel(cache=True)
+def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
+    """The three steps in one pass for few channels (64-128: V and M of a whole batch are 25-50 MB on
+    56x56 and 28x28, and went through L3 at 120-230 GFLOP/s of products): a task is one panel of 2L
+    tiles, whose V (16 x C_in x 2L values, _winograd_inputs' layout for one panel) and M of one block of
+    twelve output channels (16 x 12 x 2L) stay in this thread's row of `scratch` (numba.get_thread_id),
+    in L2 and L1, with U = packed (all of it, in L2) read from the same place by every task:
+
+        for each input channel: V(e, c, :) = B^T d B                    (winograd_in)
+        for each block b of 12 output channels:
+            for each entry e: M(e, 12 rows, :) = U(e, block b, :) V(e)  (tile12x32 over every c)
+            for each of its channels j: out(j) = A^T M(:, j) A + bias(j)  (winograd_out)
+
+    The same sums as the step-by-step path, in one run over the input channels."""
+    batch, channels, height, width = x.shape
+    out_channels, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
+    lanes = 64 // x.itemsize
+    cols = 2 * lanes  # (tiles per panel)
+    tiles = batch * tiles_h * tiles_w
+    blocks = packed.shape[0] // 16
+    vrow, mrow = channels * cols + SKEW, TILE_ROWS * cols
+    offsets = np.arange(channels) * cols
+    src, dst = x.reshape(-1), out.reshape(-1)
+    for p in prange((tiles + cols - 1) // cols):
+        row = scratch[get_thread_id()]
+        V, M = row[: 16 * vrow], row[16 * vrow : 16 * (vrow + mrow)]
+        runs = np.empty((2 * lanes + 2, 5), dtype=np.int64)  # (sample, block row, block column, count, lane)
+        count, tile, end = 0, p * cols, min(tiles, (p + 1) * cols)  # (a last panel's other columns: unused)
+        while tile < end:
+            n = tile // (tiles_h * tiles_w)
+            y = (tile - n * tiles_h * tiles_w) // tiles_w
+            col = tile - (n * tiles_h + y) * tiles_w
+            lane = tile - p * cols
+            run = min(tiles_w - col, end - tile, lanes - lane % lanes)
+            runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3], runs[count, 4] = n, y, col, run, lane
+            count += 1
+            tile += run
+        for c in range(channels):
+            for i in range(count):
+                first = (runs[i, 0] * channels + c) * height * width
+                winograd_in(src, first, width, 2 * runs[i, 1] - top, height, 2 * runs[i, 2] - left, runs[i, 3], V, c * cols + runs[i, 4], vrow)
+        for b in range(blocks):
+            M[:] = 0.0
+            rows = min(TILE_ROWS, out_channels - b * TILE_ROWS)
+            for e in range(16):
+                if rows > 8:
+                    tile12x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols)
+                elif rows > 4:
+                    tile8x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols)
+                else:
+                    tile4x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols)
+            for r in range(rows):
+                j = b * TILE_ROWS + r
+                for i in range(count):
+                    n, y, col, run = runs[i, 0], runs[i, 1], runs[i, 2], runs[i, 3]
+                    valid = min(2 * run, out_w - 2 * col)
+                    at = ((n * out_channels + j) * out_h + 2 * y) * out_w + 2 * col
+                    winograd_out(M, r * cols + runs[i, 4], mrow, run, bias, j, dst, at, valid, valid if 2 * y + 1 < out_h else 0, out_w)
+
+
 def run_winograd(x4, w, bias, out, before, turned=False):
     """out = conv2d(x4, w (C_out, C_in, 3, 3)) + bias at stride 1, zero padding `before` (top, left) and
     whatever more out's size implies (see the top of this file); `turned`: w is conv_transpose2d's
-    (C_in, C_out, 3, 3) and the kernel is w turned (an input gradient at stride 1)."""
+    (C_in, C_out, 3, 3) and the kernel is w turned (an input gradient at stride 1). In one pass
+    (_winograd_fused) where the transformed weights fit FUSED_WEIGHT_BYTES, else step by step."""
     in_channels, out_channels = x4.shape[1], out.shape[1]
-    V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, out.shape[2:], out.dtype)
     blocks = -(-out_channels // TILE_ROWS)
     packed = _reused("U", (16 * blocks, TILE_ROWS * in_channels + SKEW), out.dtype)
     _winograd_weights(contiguous(w), in_channels, out_channels, turned, packed)
-    M = _reused("M", (16, out_channels * width + SKEW), out.dtype)
-    chunks = -(-blocks // max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * max(1, in_channels))))  # (a chunk's weights in L2)
-    _winograd_products(V, packed, M, in_channels, out_channels, width, PRODUCT_PANELS, -(-blocks // chunks))
-    if out.flags.c_contiguous:
-        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, out)
+    target = out if out.flags.c_contiguous else np.empty(out.shape, dtype=out.dtype)
+    if FUSED and packed[:, : TILE_ROWS * in_channels].nbytes <= FUSED_WEIGHT_BYTES:
+        lanes = 64 // out.itemsize
+        size = 16 * (in_channels * 2 * lanes + SKEW + TILE_ROWS * 2 * lanes)
+        scratch = _reused("F", (config.NUMBA_NUM_THREADS, size), out.dtype)
+        tiles_h, tiles_w = -(-out.shape[2] // 2), -(-out.shape[3] // 2)
+        _winograd_fused(contiguous(x4), before[0], before[1], tiles_h, tiles_w, packed, contiguous(bias), target, scratch)
     else:
-        result = np.empty(out.shape, dtype=out.dtype)
-        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, result)
-        out[...] = result
+        V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, out.shape[2:], out.dtype)
+        M = _reused("M", (16, out_channels * width + SKEW), out.dtype)
+        chunks = -(-blocks // max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * max(1, in_channels))))  # (a chunk's weights in L2)
+        _winograd_products(V, packed, M, in_channels, out_channels, width, PRODUCT_PANELS, -(-blocks // chunks))
+        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, target)
+    if target is not out:
+        out[...] = target
 
 
 # ---------------------------------------------------------------------------------------------------
