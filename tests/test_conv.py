@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nbops
-from nbops.cpu import _winograd
+from nbops.cpu import _winograd, _winograd_grad
 from nbops.cpu import conv as cpu_conv
 from reference import DTYPES, SUM_TOL, assert_same, non_contiguous, randn
 
@@ -32,19 +32,20 @@ def conv_path(path):
     """Run conv2d through one of its kernels whatever the plane size: 'tiles' (the register tiles, both
     dtypes), 'winograd' (F(2x2, 3x3) for 3x3 kernels at stride 1 whatever their channels and batch, the
     register tiles for the others), 'planes' or 'pixels' (the plain loops)."""
-    names = ("WINOGRAD", "WINOGRAD_CHANNELS", "WINOGRAD_BLOCKS", "WEIGHT_CHANNELS", "WEIGHT_BLOCKS")
-    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, [getattr(_winograd, name) for name in names]
+    names = [(_winograd, "WINOGRAD"), (_winograd, "WINOGRAD_CHANNELS"), (_winograd, "WINOGRAD_BLOCKS"),
+             (_winograd_grad, "WEIGHT_CHANNELS"), (_winograd_grad, "SPLIT_CHANNELS"), (_winograd_grad, "WEIGHT_BLOCKS")]
+    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, [getattr(module, name) for module, name in names]
     cpu_conv.TILED = path in ("tiles", "winograd")
     cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
     _winograd.WINOGRAD = path == "winograd"
-    for name in names[1:]:
-        setattr(_winograd, name, 0)
+    for module, name in names[1:]:
+        setattr(module, name, 0)
     try:
         yield
     finally:
         cpu_conv.SMALL_PLANE, cpu_conv.TILED = saved[:2]
-        for name, value in zip(names, saved[2]):
-            setattr(_winograd, name, value)
+        for (module, name), value in zip(names, saved[2]):
+            setattr(module, name, value)
 
 
 PATHS = ["planes", "pixels", "tiles", "winograd"]
@@ -208,12 +209,13 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
 ])
 @pytest.mark.parametrize("fused", [True, False])
 def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
-    """F(2x2, 3x3) (nbops/cpu/_winograd.py) whatever the channels and batch, in one pass per panel
-    (`fused`, _winograd_fused) and step by step: conv2d, its input and weight gradients (the input
+    """F(2x2, 3x3) (nbops/cpu/_winograd.py, _winograd_grad.py) whatever the channels and batch, panel
+    by panel (`fused`: _winograd_fused, _winograd_weight_fused) and step by step: conv2d, its input and weight gradients (the input
     gradient a correlation with the kernel turned, the weight gradient 16 products over the blocks and
     G^T dU G) and conv_transpose2d at stride 1, against torch and against the plain loops; and into an
     output that is a strided view."""
     monkeypatch.setattr(_winograd, "FUSED", fused)
+    monkeypatch.setattr(_winograd_grad, "FUSED", fused)
     x = randn((batch, cin) + size, dtype, seed=cin)
     w = randn((cout, cin, 3, 3), dtype, seed=cout) / (3 * cin**0.5)  # (sums of order 1: float32 tolerances)
     b = randn((cout,), dtype, seed=3)

@@ -239,6 +239,29 @@ def test_read_only_numpy_inputs():
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
                     reason="needs root and setpriv to run as an unprivileged user")
+def test_kernels_loaded_from_the_disk_cache_run(tmp_path):
+    """Winograd's one-pass kernels pick their buffers by numba.get_thread_id, which a kernel loaded from
+    Numba's on-disk cache calls without the threading layer started (address 0, a segfault), unless
+    nbops starts it: the second process here loads what the first compiled, serial and parallel."""
+    code = (
+        "import numpy as np, torch, torch.nn.functional as F\n"
+        "from nbops.cpu import _parallel, _winograd, _winograd_grad\n"
+        "x, w = torch.randn(2, 3, 6, 7), torch.randn(4, 3, 3, 3)\n"
+        "y, gy = F.conv2d(x, w, padding=1), torch.randn(2, 4, 6, 7)\n"
+        "expected = torch.nn.grad.conv2d_weight(x, w.shape, gy, padding=1).reshape(4, -1)\n"
+        "for serial_below in (1 << 30, 0):\n"
+        "    _parallel.SERIAL_BELOW = serial_below\n"
+        "    out = np.empty(y.shape, np.float32)\n"
+        "    _winograd.run_winograd(x.numpy(), w.numpy(), np.zeros(4, np.float32), out, (1, 1))\n"
+        "    grad = _winograd_grad.run_winograd_weight_grad(x.numpy(), gy.numpy(), (1, 1))\n"
+        "    assert np.abs(out - y.numpy()).max() < 1e-4 and np.abs(grad - expected.numpy()).max() < 1e-4\n"
+        "print('ok')\n"
+    )
+    for _ in range(2):  # (compiles and saves, then loads)
+        result = _run(code, NUMBA_CACHE_DIR=str(tmp_path))
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
 def test_read_only_install_still_compiles_and_caches():
     # nbops copied where the user running it cannot write, with no usable home directory either:
     # numba alone would raise "no locator available"; nbops must pick a writable cache directory.

@@ -23,10 +23,12 @@ The steps: _winograd_weights (U, packed in blocks of 12 output channels as the r
 their weights), _winograd_inputs (V, the tiles of every sample side by side in panels of 2L: the
 L = 16 lanes of float32, 8 of float64), _winograd_products (tile12x32 over each panel: 12 output
 channels x 2L tiles summed over the input channels in registers) and _winograd_outputs (A^T M A and
-the bias; where H_out or W_out is odd, the last blocks' second row or column is not written). The
-weight gradient turns it round (its section at the end): dU(e, j, c) = sum_tiles Z(e, j, tile)
-V(e, c, tile) with Z = A dY A^T, and grad_weight(j, c) = G^T dU(:, j, c) G. The rounding differs from the direct sum's by the transforms' additions (a few units in the last place
-of the largest terms); the tests compare this path with torch and with the plain loops.
+the bias; where H_out or W_out is odd, the last blocks' second row or column is not written). Where
+the transformed weights are small, _winograd_fused runs the three steps panel by panel instead, its V
+and M in L2 and L1. The weight gradient turns it round (nbops/cpu/_winograd_grad.py): dU(e, j, c) =
+sum_tiles Z(e, j, tile) V(e, c, tile) with Z = A dY A^T, and grad_weight(j, c) = G^T dU(:, j, c) G.
+The rounding differs from the direct sum's by the transforms' additions (a few units in the last
+place of the largest terms); the tests compare this path with torch and with the plain loops.
 """
 
 import threading
@@ -42,7 +44,6 @@ from .._arrays import contiguous
 from ._lanes import _aligned_empty, _Lanes
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile4x32, tile8x32, tile12x32
-from ._weight_tiles import _channel_blocks, taps12x32
 
 # values added to the length of each of the 16 rows of V, M and the weights' buffer: rows written or
 # read side by side fell in one set of L1 where their length is a multiple of 4 KB
@@ -216,29 +217,39 @@ def _winograd_inputs(x, top, left, tiles_h, tiles_w, panels, V):
     the input x (N, C_in, H, W), contiguous, zero outside it (the padding). A task is one panel (so that
     it writes V's memory in order: sample by sample and channel by channel, 2.5x slower on 56x56):
     its tiles in runs along a row of blocks, up to L at a time (winograd_in), for each channel."""
-    batch, channels, height, width = x.shape
+    channels = x.shape[1]
     lanes = 64 // V.itemsize
-    tiles = batch * tiles_h * tiles_w
-    src = x.reshape(-1)
     flat = V.reshape(-1)
     for p in prange(panels):
-        runs = np.empty((2 * lanes + 2, 5), dtype=np.int64)  # (sample, row, column, count, lane)
-        count = 0
-        tile = p * 2 * lanes
-        end = min(tiles, tile + 2 * lanes)
-        while tile < end:
-            n = tile // (tiles_h * tiles_w)
-            y = (tile - n * tiles_h * tiles_w) // tiles_w
-            col = tile - (n * tiles_h + y) * tiles_w
-            lane = tile - p * 2 * lanes
-            run = min(tiles_w - col, end - tile, lanes - lane % lanes)
-            runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3], runs[count, 4] = n, 2 * y - top, 2 * col - left, run, lane
-            count += 1
-            tile += run
-        for c in range(channels):
-            for i in range(count):
-                first = (runs[i, 0] * channels + c) * height * width
-                winograd_in(src, first, width, runs[i, 1], height, runs[i, 2], runs[i, 3], flat, (p * channels + c) * 2 * lanes + runs[i, 4], V.shape[1])
+        _panel_inputs(x, top, left, tiles_h, tiles_w, p, flat, p * channels * 2 * lanes, 2 * lanes, V.shape[1])
+
+
+@njit(cache=True)
+def _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, vstart, vstep, vrow):
+    """V(vstart + e * vrow + c * vstep + s) = (B^T d B)(k, l) for the tiles p * 2L + s of panel p (those
+    before the last tile) and every channel c of x (N, C_in, H, W), contiguous, padded by (top, left)
+    (see _winograd_inputs). Returns (runs, count): the panel's runs of tiles along rows of blocks,
+    (sample, block row, block column, tiles, first s), up to L at a time (winograd_in's)."""
+    batch, channels, height, width = x.shape
+    lanes = 64 // x.itemsize
+    cols, tiles = 2 * lanes, batch * tiles_h * tiles_w
+    runs = np.empty((cols + 2, 5), dtype=np.int64)
+    count, tile, end = 0, p * cols, min(tiles, (p + 1) * cols)
+    while tile < end:
+        n = tile // (tiles_h * tiles_w)
+        y = (tile - n * tiles_h * tiles_w) // tiles_w
+        col = tile - (n * tiles_h + y) * tiles_w
+        lane = tile - p * cols
+        run = min(tiles_w - col, end - tile, lanes - lane % lanes)
+        runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3], runs[count, 4] = n, y, col, run, lane
+        count += 1
+        tile += run
+    src = x.reshape(-1)
+    for c in range(channels):
+        for i in range(count):
+            first = (runs[i, 0] * channels + c) * height * width
+            winograd_in(src, first, width, 2 * runs[i, 1] - top, height, 2 * runs[i, 2] - left, runs[i, 3], V, vstart + c * vstep + runs[i, 4], vrow)
+    return runs, count
 
 
 PRODUCT_TAPS = 256  # input channels per tile12x32 call of _winograd_products (the panel's part in L1)
@@ -347,6 +358,15 @@ def _reused(name, shape, dtype):
     return arrays[key][:size].reshape(shape)
 
 
+def _thread_rows(name, size, dtype):
+    """A row of `size` values for each of Numba's threads (kernels pick theirs by
+    numba.get_thread_id), kept like _reused. Calling get_thread_id here also starts Numba's threading
+    layer, which registers the function that compiled get_thread_id calls: a kernel loaded from the
+    on-disk cache skips the typing that starts it, and called address 0 in a fresh process."""
+    get_thread_id()
+    return _reused(name, (config.NUMBA_NUM_THREADS, size), dtype)
+
+
 def _transformed_inputs(x4, before, out_hw, dtype):
     """(V, tiles_h, tiles_w, width): _winograd_inputs of x4 for an output of out_hw, padding
     `before`, in a buffer kept per thread; its last panel's tiles past the last one are zeros."""
@@ -385,25 +405,11 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
     blocks = packed.shape[0] // 16
     vrow, mrow = channels * cols + SKEW, TILE_ROWS * cols
     offsets = np.arange(channels) * cols
-    src, dst = x.reshape(-1), out.reshape(-1)
+    dst = out.reshape(-1)
     for p in prange((tiles + cols - 1) // cols):
         row = scratch[get_thread_id()]
         V, M = row[: 16 * vrow], row[16 * vrow : 16 * (vrow + mrow)]
-        runs = np.empty((2 * lanes + 2, 5), dtype=np.int64)  # (sample, block row, block column, count, lane)
-        count, tile, end = 0, p * cols, min(tiles, (p + 1) * cols)  # (a last panel's other columns: unused)
-        while tile < end:
-            n = tile // (tiles_h * tiles_w)
-            y = (tile - n * tiles_h * tiles_w) // tiles_w
-            col = tile - (n * tiles_h + y) * tiles_w
-            lane = tile - p * cols
-            run = min(tiles_w - col, end - tile, lanes - lane % lanes)
-            runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3], runs[count, 4] = n, y, col, run, lane
-            count += 1
-            tile += run
-        for c in range(channels):
-            for i in range(count):
-                first = (runs[i, 0] * channels + c) * height * width
-                winograd_in(src, first, width, 2 * runs[i, 1] - top, height, 2 * runs[i, 2] - left, runs[i, 3], V, c * cols + runs[i, 4], vrow)
+        runs, count = _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, 0, cols, vrow)  # (a last panel's other columns: unused)
         for b in range(blocks):
             M[:] = 0.0
             rows = min(TILE_ROWS, out_channels - b * TILE_ROWS)
@@ -436,7 +442,7 @@ def run_winograd(x4, w, bias, out, before, turned=False):
     if FUSED and packed[:, : TILE_ROWS * in_channels].nbytes <= FUSED_WEIGHT_BYTES:
         lanes = 64 // out.itemsize
         size = 16 * (in_channels * 2 * lanes + SKEW + TILE_ROWS * 2 * lanes)
-        scratch = _reused("F", (config.NUMBA_NUM_THREADS, size), out.dtype)
+        scratch = _thread_rows("F", size, out.dtype)
         tiles_h, tiles_w = -(-out.shape[2] // 2), -(-out.shape[3] // 2)
         _winograd_fused(contiguous(x4), before[0], before[1], tiles_h, tiles_w, packed, contiguous(bias), target, scratch)
     else:
@@ -447,131 +453,3 @@ def run_winograd(x4, w, bias, out, before, turned=False):
         _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, target)
     if target is not out:
         out[...] = target
-
-
-# ---------------------------------------------------------------------------------------------------
-# The weight gradient. out = sum_c A^T [U * V_c] A per block, so dU(e, j, c) = sum_blocks Z(e, j) V(e, c)
-# with Z = A dY A^T (dY the block's 2x2 of grad_output, zeros past its edges), and grad_weight(j, c) =
-# G^T dU(:, j, c) G (the 4x4 back to 3x3): the input transform V as the forward's, 16 matrix products
-# over the blocks (taps12x32: 12 input channels x 2L output channels in registers over every block),
-# then the back-transform.
-
-
-@parallel_kernel(cache=True)
-def _winograd_grads(grads, tiles_h, tiles_w, out_h, out_w, Z):
-    """Z(e, (jb * width + tile) * 2L + s) = (A dY A^T)(k, l), e = 4k + l, for output channel 2L jb + s and
-    dY the 2x2 block (2y, 2x) of grad_output in blocks of 2L channels (grads (N, J, H_out * W_out, 2L),
-    _channel_blocks), zeros past its edges; tile = (n * tiles_h + y) * tiles_w + x. A task is one
-    sample, channel block and row of blocks; the channels of a block are the vectorised loop."""
-    batch, blocks, _, lanes = grads.shape
-    width = (Z.shape[1] - SKEW) // (blocks * lanes)
-    zero = np.zeros(lanes, dtype=grads.dtype)
-    for task in prange(batch * blocks * tiles_h):
-        n, jb, y = unravel3(task, blocks, tiles_h)
-        below = 2 * y + 1 < out_h
-        for x in range(tiles_w):
-            right = 2 * x + 1 < out_w
-            at = (2 * y) * out_w + 2 * x
-            g00 = grads[n, jb, at]
-            g01 = grads[n, jb, at + 1] if right else zero
-            g10 = grads[n, jb, at + out_w] if below else zero
-            g11 = grads[n, jb, at + out_w + 1] if right and below else zero
-            base = (jb * width + (n * tiles_h + y) * tiles_w + x) * lanes
-            for s in range(lanes):
-                r = ((g00[s], g01[s]), (g00[s] + g10[s], g01[s] + g11[s]), (g00[s] - g10[s], g01[s] - g11[s]), (-g10[s], -g11[s]))
-                for k in range(4):  # (A dY) row k, times A^T: c0, c0 + c1, c0 - c1, -c1
-                    Z[4 * k, base + s] = r[k][0]
-                    Z[4 * k + 1, base + s] = r[k][0] + r[k][1]
-                    Z[4 * k + 2, base + s] = r[k][0] - r[k][1]
-                    Z[4 * k + 3, base + s] = -r[k][1]
-
-
-@parallel_kernel(cache=True)
-def _winograd_weight_products(V, Z, dU, in_channels, out_channels, width):
-    """dU(e, c * J' + j) = sum_t V(e, c, t) Z(e, j, t) over the tiles t (V as _winograd_inputs lays it out,
-    panels of 2L tiles; Z as _winograd_grads), J' = dU's row length (2L-blocks of output channels). A
-    task is one entry, block of 2L output channels and block of 12 input channels: one taps12x32 call
-    over every panel (input channels past the last repeat it: computed, not written)."""
-    lanes = 128 // V.itemsize
-    panels = width // lanes
-    jblocks = (out_channels + lanes - 1) // lanes
-    cblocks = (in_channels + TILE_ROWS - 1) // TILE_ROWS
-    row = jblocks * lanes
-    src = V.reshape(-1)
-    grads = Z.reshape(-1)
-    for task in prange(16 * jblocks * cblocks):
-        e, jb, cb = unravel3(task, jblocks, cblocks)
-        starts = np.empty(TILE_ROWS, dtype=np.int64)
-        for r in range(TILE_ROWS):
-            starts[r] = e * V.shape[1] + min(cb * TILE_ROWS + r, in_channels - 1) * lanes
-        valid = min(TILE_ROWS, in_channels - cb * TILE_ROWS)
-        sums = np.zeros((TILE_ROWS, lanes), dtype=V.dtype)
-        taps12x32(grads, e * Z.shape[1] + jb * width * lanes, 0, lanes, src, starts, 0, 1, panels, lanes, in_channels * lanes, sums.reshape(-1), 0, lanes)
-        for r in range(valid):
-            dU[e, (cb * TILE_ROWS + r) * row + jb * lanes : (cb * TILE_ROWS + r) * row + (jb + 1) * lanes] = sums[r]
-
-
-@njit(cache=True, inline="always")
-def _back(d0, d1, d2, d3):
-    """A row of G^T times G along it: (d0 + (d1 + d2) / 2, (d1 - d2) / 2, (d1 + d2) / 2 + d3)."""
-    return d0 + 0.5 * (d1 + d2), 0.5 * (d1 - d2), 0.5 * (d1 + d2) + d3
-
-
-@parallel_kernel(cache=True)
-def _winograd_weights_back(dU, in_channels, grad):
-    """grad(j, 9c + 3m + q) = (G^T dU(:, c, j) G)(m, q), dU(e, c * J' + j) (_winograd_weight_products).
-    A task is BACK_CHANNELS output channels, whose dU values lie side by side (one output channel per
-    task read a cache line per value: 12.5 ms on 512x512)."""
-    out_channels = grad.shape[0]
-    row = dU.shape[1] // in_channels
-    for task in prange((out_channels + BACK_CHANNELS - 1) // BACK_CHANNELS):
-        for c in range(in_channels):
-            for j in range(task * BACK_CHANNELS, min(out_channels, (task + 1) * BACK_CHANNELS)):
-                out = grad[j]
-                at = c * row + j
-                # G^T dU, column by column l: rows m = 0, 1, 2
-                a0, b0, c0 = _back(dU[0, at], dU[4, at], dU[8, at], dU[12, at])
-                a1, b1, c1 = _back(dU[1, at], dU[5, at], dU[9, at], dU[13, at])
-                a2, b2, c2 = _back(dU[2, at], dU[6, at], dU[10, at], dU[14, at])
-                a3, b3, c3 = _back(dU[3, at], dU[7, at], dU[11, at], dU[15, at])
-                out[9 * c], out[9 * c + 1], out[9 * c + 2] = _back(a0, a1, a2, a3)  # (times G, along each row)
-                out[9 * c + 3], out[9 * c + 4], out[9 * c + 5] = _back(b0, b1, b2, b3)
-                out[9 * c + 6], out[9 * c + 7], out[9 * c + 8] = _back(c0, c1, c2, c3)
-
-
-BACK_CHANNELS = 16  # output channels per task of _winograd_weights_back
-
-
-WEIGHT_CHANNELS = 128  # fewest input and output channels for the weight gradient through Winograd
-WEIGHT_BLOCKS = 384  # fewest 2x2 output blocks over the batch for it (fewer: the products' sums over
-# the blocks are short, and the back-transform of 16 C_out x C_in matrices outweighs the saving)
-
-
-def winograd_weight_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw):
-    """Whether conv2d's weight gradient goes through run_winograd_weight_grad (measured against the
-    weight-gradient tiles, batch 8 and 16: 128->128 28x28 1.16-1.26x, 256->256 14x14 1.29-1.40x;
-    64->64 56x56 0.80-0.96x and 512->512 7x7 0.95-1.03x stay with the tiles)."""
-    enough = min(in_channels, out_channels) >= WEIGHT_CHANNELS and _blocks(batch, out_hw) >= WEIGHT_BLOCKS
-    return winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw) and enough
-
-
-def run_winograd_weight_grad(x4, grad4, before):
-    """grad_weight (C_out, 9 C_in) of conv2d 3x3 at stride 1 (winograd_fits) from its input x4 and
-    grad_output grad4 (N, C_out, H_out, W_out), padding `before` (see above)."""
-    batch, in_channels = x4.shape[:2]
-    out_channels, out_h, out_w = grad4.shape[1:]
-    lanes = 128 // grad4.itemsize
-    V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, (out_h, out_w), grad4.dtype)
-    jblocks = -(-out_channels // lanes)
-    grads = _aligned_empty((batch, jblocks, out_h * out_w, lanes), grad4.dtype)
-    _channel_blocks(contiguous(grad4), 1, grads)
-    Z = _reused("M", (16, jblocks * width * lanes + SKEW), grad4.dtype)
-    tiles = batch * tiles_h * tiles_w
-    for jb in range(jblocks):  # (zeros past the last tile: V's are zero there too, but 0 * garbage need not be)
-        Z[:, (jb * width + tiles) * lanes : (jb + 1) * width * lanes] = 0
-    _winograd_grads(grads, tiles_h, tiles_w, out_h, out_w, Z)
-    dU = _reused("U", (16, in_channels * jblocks * lanes), grad4.dtype)
-    _winograd_weight_products(V, Z, dU, in_channels, out_channels, width)
-    grad = np.empty((out_channels, 9 * in_channels), dtype=grad4.dtype)
-    _winograd_weights_back(dU, in_channels, grad)
-    return grad

@@ -17,7 +17,8 @@ from ._parallel import parallel_kernel, unravel3
 from ._planes import _phase_layout, _phase_planes, _pointwise, _Taps, _turned
 from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit
 from ._weight_tiles import _run_weight_tiles
-from ._winograd import run_winograd, run_winograd_weight_grad, winograd_fits, winograd_weight_fits
+from ._winograd import run_winograd, winograd_fits
+from ._winograd_grad import run_winograd_weight_grad, winograd_weight_fits
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -495,7 +496,7 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
     else:
         batch, channels, out_h, out_w = grad4.shape
         fits = winograd_weight_fits(weight_shape[2:], strides, dilations, groups, batch, source4.shape[1], out_channels, (out_h, out_w))
-        if TILED and fits and rows == out_h:  # (3x3 at stride 1: F(2x2, 3x3), nbops/cpu/_winograd.py)
+        if TILED and fits and rows == out_h:  # (3x3 at stride 1: F(2x2, 3x3), nbops/cpu/_winograd_grad.py)
             return run_winograd_weight_grad(source4, grad4, before).reshape(weight_shape)
         pointwise = _pointwise(source4, weight_shape, strides, before, (rows, out_w))
         if pointwise is not None:
