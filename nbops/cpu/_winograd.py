@@ -261,23 +261,23 @@ def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chu
     """M(e, j * width + t) = sum_c U(e, j, c) V(e, c, t) (V and M as _winograd_inputs and
     _winograd_outputs lay them out): for each entry e, the packed weights of a chunk of blocks of
     twelve output channels (kept in L2) against `panel_chunk` panels of 2L tiles. A task is one entry,
-    chunk and group of panels: it zeroes its sums, then its loops are each run of PRODUCT_TAPS input
-    channels, each panel (its run, 2L x PRODUCT_TAPS values, stays in L1), each block: one tile12x32
-    call (tile8x32, tile4x32 for a last block of at most 8 or 4 channels)."""
+    chunk and group of panels; its loops are each run of PRODUCT_TAPS input channels, each panel (its
+    run, 2L x PRODUCT_TAPS values, stays in L1), each block: one tile12x32 call (tile8x32, tile4x32 for
+    a last block of at most 8 or 4 channels), which stores its sums on the first run and adds them on
+    the others."""
     lanes = 128 // V.itemsize
     panels = width // lanes
     blocks = packed.shape[0] // 16
     chunks = (blocks + chunk - 1) // chunk
     groups = (panels + panel_chunk - 1) // panel_chunk
     offsets = np.arange(in_channels) * lanes
+    zeros = np.zeros(TILE_ROWS, dtype=V.dtype)  # (the tiles' bias: their first run of taps stores M)
     src = V.reshape(-1)
     out = M.reshape(-1)
     for task in prange(16 * chunks * groups):
         e, ch, group = unravel3(task, chunks, groups)
         p0, p1 = group * panel_chunk, min(panels, (group + 1) * panel_chunk)
         b0, b1 = ch * chunk, min(blocks, (ch + 1) * chunk)
-        for j in range(b0 * TILE_ROWS, min(out_channels, b1 * TILE_ROWS)):
-            M[e, j * width + p0 * lanes : j * width + p1 * lanes] = 0.0
         for t0 in range(0, in_channels, PRODUCT_TAPS):
             t1 = min(in_channels, t0 + PRODUCT_TAPS)
             taps = offsets[t0:t1]
@@ -288,11 +288,11 @@ def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chu
                     at = e * M.shape[1] + b * TILE_ROWS * width + p * lanes
                     left = out_channels - b * TILE_ROWS
                     if left > 8:
-                        tile12x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes)
+                        tile12x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
                     elif left > 4:
-                        tile8x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes)
+                        tile8x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
                     else:
-                        tile4x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes)
+                        tile4x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
 
 
 @parallel_kernel(cache=True)
@@ -405,21 +405,21 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
     blocks = packed.shape[0] // 16
     vrow, mrow = channels * cols + SKEW, TILE_ROWS * cols
     offsets = np.arange(channels) * cols
+    zeros = np.zeros(TILE_ROWS, dtype=x.dtype)  # (the tiles' bias: they store M)
     dst = out.reshape(-1)
     for p in prange((tiles + cols - 1) // cols):
         row = scratch[get_thread_id()]
         V, M = row[: 16 * vrow], row[16 * vrow : 16 * (vrow + mrow)]
         runs, count = _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, 0, cols, vrow)  # (a last panel's other columns: unused)
         for b in range(blocks):
-            M[:] = 0.0
             rows = min(TILE_ROWS, out_channels - b * TILE_ROWS)
             for e in range(16):
                 if rows > 8:
-                    tile12x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols)
+                    tile12x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
                 elif rows > 4:
-                    tile8x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols)
+                    tile8x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
                 else:
-                    tile4x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols)
+                    tile4x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
             for r in range(rows):
                 j = b * TILE_ROWS + r
                 for i in range(count):
