@@ -135,7 +135,7 @@ def taps12x32s2(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, 
 
 
 @parallel_kernel(cache=True)
-def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad_taps, plane_w, out_w, tchunk, jchunk, run, stride):
+def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad_taps, plane_w, out_w, tchunk, jchunk, run, stride, parts):
     """conv2d's weight gradient, the formula of conv.py's _conv2d_weight_grad,
 
         grad_taps(j, t) = sum_n sum_h sum_w grads(n, g * J + b, h * W_out + w, c) * xs(n, g * group_size + offsets(t) + h * Wq + w)
@@ -151,7 +151,10 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     per block. Blocks past the last tap repeat it (computed, not written). (No column is thrown
     away, so an infinite input never meets a 0 that the formula does not have: no exact second pass,
     as the plain loops need.) stride 2: a stride-2 convolution's planes laid out without a stride,
-    output row h and column w reading row 2h and column 2w of them (taps12x32s2).
+    output row h and column w reading row 2h and column 2w of them (taps12x32s2). `parts`: the samples
+    split into that many runs, each a task of its own writing its sums to grad_taps(part) (for the
+    caller to add in order), where there are few blocks of taps and channels (the stem's 3->64 7x7:
+    2 tasks, one per thread, each waiting for the slower core).
     """
     batch, blocks, length, columns = grads.shape
     per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
@@ -169,8 +172,10 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     tchunks = (tblocks + tchunk - 1) // tchunk
     jchunks = (jblocks + jchunk - 1) // jchunk
     flat = grads.reshape(-1)
-    for task in prange(groups * jchunks * tchunks):
-        g, jc, tc = unravel3(task, jchunks, tchunks)
+    per_part = (batch + parts - 1) // parts
+    for task in prange(parts * groups * jchunks * tchunks):
+        part = task // (groups * jchunks * tchunks)
+        g, jc, tc = unravel3(task - part * groups * jchunks * tchunks, jchunks, tchunks)
         jb0 = jc * jchunk
         nj = min(jblocks, jb0 + jchunk) - jb0
         tb0 = tc * tchunk
@@ -179,8 +184,9 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
         for i in range(starts.size):
             starts[i] = g * group_size + offsets[min(tb0 * TILE_ROWS + i, count - 1)]
         sums = np.zeros((nj, nt * TILE_ROWS, columns), dtype=grads.dtype)
-        for n0 in range(0, batch, per_call):
-            samples = min(per_call, batch - n0)
+        last = min(batch, (part + 1) * per_part)
+        for n0 in range(part * per_part, last, per_call):
+            samples = min(per_call, last - n0)
             for u0 in range(0, units, step):
                 span = min(units - u0, step)
                 rows, width = (1, span) if flat_rows else (span, out_w)
@@ -196,7 +202,7 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
         for j in range(nj):
             jb = jb0 + j
             for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)
-                dst = grad_taps[g * group_out + jb * columns + c]
+                dst = grad_taps[part, g * group_out + jb * columns + c]
                 for i in range(min(nt * TILE_ROWS, count - tb0 * TILE_ROWS)):
                     dst[tb0 * TILE_ROWS + i] = sums[j, i, c]
 
@@ -251,4 +257,12 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, poi
     tasks = groups * -(-tblocks // tchunk)
     # (at least TILE_TASKS tasks where the blocks allow)
     jchunk = min(WEIGHT_JCHUNK, max(1, jblocks // -(-TILE_TASKS // tasks))) if pointwise else 1
-    _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, grad, plane_w, out_w, tchunk, jchunk, WEIGHT_RUN, stride)
+    # (fewer than TILE_TASKS tasks: runs of samples, each with its own sums)
+    parts = min(batch, -(-TILE_TASKS // (tasks * -(-jblocks // jchunk))))
+    parts = -(-batch // -(-batch // parts))  # (no empty run)
+    into = grad[None] if parts == 1 else np.empty((parts,) + grad.shape, dtype=grad.dtype)
+    _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, into, plane_w, out_w, tchunk, jchunk, WEIGHT_RUN, stride, parts)
+    if parts > 1:
+        grad[...] = into[0]
+        for part in range(1, parts):  # (in order: the sums do not depend on the threads)
+            grad += into[part]
