@@ -242,6 +242,30 @@ def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
             assert_same(ours, theirs, SUM_TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel,size,output_padding", [
+    ((2, 2), (5, 6), (0, 0)), ((2, 3), (4, 3), (0, 0)), ((3, 3), (3, 4), (1, 2)), ((2, 2), (7, 5), (1, 1)),
+])
+def test_transposed_kernel_equal_to_stride(kernel, size, output_padding, dtype):
+    """A transposed convolution whose kernel is its stride (a decoder's 2x2 upsampling) goes through one
+    1x1 convolution of all its phases, interleaved into place (conv.py's _conv_transpose2d_fast), with
+    output_padding's extra rows and columns the bias; so does conv2d's input gradient for such a kernel,
+    into an input whose size is not a multiple of the stride. Against torch and the plain loops."""
+    x = randn((2, 5) + size, dtype, seed=1)
+    wt, b = randn((5, 7) + kernel, dtype, seed=2), randn((7,), dtype, seed=3)
+    expected = F.conv_transpose2d(x, wt, b, kernel, 0, output_padding)
+    with conv_path("planes"):
+        loops = nbops.conv_transpose2d(x, wt, b, kernel, 0, output_padding)
+    mine = nbops.conv_transpose2d(x, wt, b, kernel, 0, output_padding)
+    assert_same(mine, expected, SUM_TOL[dtype])
+    assert_same(mine, loops, SUM_TOL[dtype])
+    xg = randn((2, 7, size[0] * kernel[0] + 1, size[1] * kernel[1] + 1), dtype, seed=4).requires_grad_()
+    w = randn((5, 7) + kernel, dtype, seed=5)
+    mine = torch.autograd.grad(nbops.conv2d(xg, w, None, kernel).square().sum(), xg)[0]
+    expected = torch.autograd.grad(F.conv2d(xg, w, None, kernel).square().sum(), xg)[0]
+    assert_same(mine, expected, SUM_TOL[dtype])
+
+
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_narrow_inputs_with_wide_dilated_kernels(width):
     # taps whose every output column falls outside the row (found by hypothesis: once read out of bounds)

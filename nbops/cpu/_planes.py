@@ -154,3 +154,36 @@ def _turned_index(w_shape, groups):
     j, m, l = np.meshgrid(np.arange(group_out), np.arange(kh), np.arange(kw), indexing="ij")
     tap_index = (j * group_in * kh * kw + (kh - 1 - m) * kw + (kw - 1 - l)).reshape(-1)
     return channel_base, tap_index.astype(np.int64)
+
+
+@parallel_kernel(cache=True)
+def _interleave_phases(y, bias, sh, sw, out):
+    """out(n, j, sh * h + a, sw * w + c) = y(n, (a * sw + c) * C_out + j, h, w) + bias(j) for h < H,
+    w < W of y (N, sh * sw * C_out, H, W), and bias(j) in the rows and columns of out past sh * H and
+    sw * W: the phases of a transposed convolution whose kernel is its stride, computed as one 1x1
+    convolution (conv.py's _conv_transpose2d_fast), put in their places. A task is one sample, channel
+    and input row; stride 2 in width writes both phases of an output row in one loop (the shape that
+    LLVM vectorises, with shuffles)."""
+    batch, out_channels, out_h, out_w = out.shape
+    height, width = y.shape[2], y.shape[3]
+    rows = (out_h + sh - 1) // sh
+    for task in prange(batch * out_channels * rows):
+        n = task // (out_channels * rows)
+        j = (task // rows) % out_channels
+        h = task % rows
+        b = bias[j]
+        for a in range(min(sh, out_h - sh * h)):
+            row = out[n, j, sh * h + a]
+            if h >= height:
+                row[:] = b
+                continue
+            if sw == 2:
+                y0, y1 = y[n, (2 * a) * out_channels + j, h], y[n, (2 * a + 1) * out_channels + j, h]
+                for w in range(width):
+                    row[2 * w] = y0[w] + b
+                    row[2 * w + 1] = y1[w] + b
+            else:
+                for w in range(width):
+                    for c in range(sw):
+                        row[sw * w + c] = y[n, (a * sw + c) * out_channels + j, h, w] + b
+            row[sw * width :] = b

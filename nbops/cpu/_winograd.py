@@ -31,8 +31,6 @@ The rounding differs from the direct sum's by the transforms' additions (a few u
 place of the largest terms); the tests compare this path with torch and with the plain loops.
 """
 
-import threading
-
 import numpy as np
 from llvmlite import ir
 from numba import config, get_thread_id, njit, prange, types
@@ -41,7 +39,7 @@ from numba.extending import intrinsic
 
 from .._arrays import contiguous
 
-from ._lanes import _aligned_empty, _Lanes
+from ._lanes import _Lanes, _reused
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile4x32, tile8x32, tile12x32
 
@@ -336,26 +334,6 @@ def winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_ch
     shape = tuple(kernel) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1) and groups == 1
     enough = min(in_channels, out_channels) >= WINOGRAD_CHANNELS and _blocks(batch, out_hw) >= WINOGRAD_BLOCKS
     return WINOGRAD and shape and enough
-
-
-_workspace = threading.local()
-
-
-KEPT_BYTES = 256 << 20  # largest buffer that _reused keeps for the next call
-
-
-def _reused(name, shape, dtype):
-    """An uninitialised array of `shape`, the same memory on each call in this thread while it is big
-    enough (up to KEPT_BYTES; larger ones are fresh each time): V and M are 6-50 MB on ResNet's
-    layers, and fresh arrays of that size were mapped and page-faulted anew on every call (a third of
-    the time at 28x28 and 56x56)."""
-    arrays = _workspace.__dict__.setdefault("arrays", {})
-    size, key = int(np.prod(shape)), (name, np.dtype(dtype).str)
-    if size * np.dtype(dtype).itemsize > KEPT_BYTES:
-        return np.empty(shape, dtype=dtype)
-    if key not in arrays or arrays[key].size < size:
-        arrays[key] = _aligned_empty((size,), dtype)
-    return arrays[key][:size].reshape(shape)
 
 
 def _thread_rows(name, size, dtype):

@@ -16,7 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _aligned_empty, _Lanes
+from ._lanes import _aligned_empty, _Lanes, _reused
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS
 from ._weight_tiles import _channel_blocks, taps12x32
@@ -25,7 +25,6 @@ from ._winograd import (
     _arrays_typing,
     _blocks,
     _panel_inputs,
-    _reused,
     _thread_rows,
     _transformed_inputs,
     winograd_fits,

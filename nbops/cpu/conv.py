@@ -13,8 +13,9 @@ from numba import njit, prange
 
 from .._arrays import contiguous
 
+from ._lanes import _reused
 from ._parallel import parallel_kernel, unravel3
-from ._planes import _phase_layout, _phase_planes, _pointwise, _Taps, _turned
+from ._planes import _interleave_phases, _phase_layout, _phase_planes, _pointwise, _Taps, _turned
 from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit
 from ._weight_tiles import _run_weight_tiles
 from ._winograd import run_winograd, winograd_fits
@@ -414,6 +415,17 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     """
     sh, sw = strides
     out_channels = w.shape[1] * groups
+    in_h, in_w = x4.shape[2:]
+    if TILED and tuple(w.shape[2:]) == (sh, sw) > (1, 1) and tuple(pads) == (0, 0) and tuple(dilations) == (1, 1) and groups == 1 and out.shape[2] >= sh * in_h and out.shape[3] >= sw * in_w:
+        # kernel = stride (2x2 at stride 2, a decoder's upsampling): the phases do not overlap and each
+        # is a 1x1 convolution with its own taps, so all of them are one, with sh*sw*C_out outputs
+        # (1.5x the four phases' tiles on 16x128x28x28 -> 64), then put in their places
+        # (into a buffer kept per thread: a fresh one and out together were page-faulted on every call)
+        taps = contiguous(w.transpose(2, 3, 1, 0)).reshape(sh * sw * out_channels, w.shape[0], 1, 1)
+        y = _reused("phases", (x4.shape[0], taps.shape[0], in_h, in_w), out.dtype)
+        _conv2d_fast(x4, taps, np.zeros(taps.shape[0], dtype=out.dtype), y, (1, 1), (0, 0), (in_h, in_w), (1, 1), 1)
+        _interleave_phases(y, contiguous(b), sh, sw, out)
+        return
     fits = winograd_fits(w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, out.shape[2:])
     if TILED and fits and max(pads) <= 2:  # (a correlation with the kernel turned, padded by 2 - padding)
         run_winograd(x4, w, b, out, (2 - pads[0], 2 - pads[1]), turned=True)
