@@ -16,7 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _aligned_empty, _Lanes, _reused
+from ._lanes import _Lanes, _reused
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS
 from ._weight_tiles import _channel_blocks, taps12x32
@@ -232,7 +232,7 @@ def run_winograd_weight_grad(x4, grad4, before):
     out_channels, out_h, out_w = grad4.shape[1:]
     lanes = 128 // grad4.itemsize
     jblocks = -(-out_channels // lanes)
-    grads = _aligned_empty((batch, jblocks, out_h * out_w, lanes), grad4.dtype)
+    grads = _reused("grads", (batch, jblocks, out_h * out_w, lanes), grad4.dtype)
     _channel_blocks(contiguous(grad4), 1, grads)
     if _fused(in_channels, out_channels):
         tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
