@@ -51,7 +51,10 @@ from ._winograd_grad import run_winograd_weight_grad, winograd_weight_fits
 #    F(2x2, 3x3) instead (nbops/cpu/_winograd.py): 16 multiplications for each 2x2 block of outputs and
 #    pair of channels, not 36, the sums over the input channels through the same register tiles; their
 #    input gradients (a correlation with the kernel turned round) and conv_transpose2d at stride 1 too,
-#    and their weight gradients where they have 128 channels or more (winograd_weight_fits).
+#    and their weight gradients from 64 channels (nbops/cpu/_winograd_grad.py, winograd_weight_fits);
+#    with few channels each in one pass per panel of blocks, its transforms in L2.
+# 6. A transposed convolution whose kernel is its stride (2x2 at stride 2) has phases that do not
+#    overlap: one 1x1 convolution computes all of them, then _interleave_phases puts them in place.
 # ---------------------------------------------------------------------------------------------------
 
 
