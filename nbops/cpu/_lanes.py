@@ -125,6 +125,18 @@ class _Lanes:
         return updated
 
 
+def intrinsic_arguments(context, builder, signature, args):
+    """An intrinsic's arguments as its codegen uses them: each array as a pointer to its data, each
+    integer cast to int64, in the order of the signature."""
+    values = []
+    for kind, value in zip(signature.args, args):
+        if isinstance(kind, types.Array):
+            values.append(cgutils.create_struct_proxy(kind)(context, builder, value=value).data)
+        else:
+            values.append(context.cast(builder, value, kind, types.int64))
+    return values
+
+
 @intrinsic
 def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
     """dst(dstart + c) = source(indices(istart + c) + shift) for c < count <= L: one masked gather
@@ -136,10 +148,8 @@ def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
     signature = types.void(source, indices, istart, shift, dst, dstart, count)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        src_p, idx_p, dst_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 1, 4))
-        istart, shift, dstart, count = (context.cast(builder, args[i], kinds[i], types.int64) for i in (2, 3, 5, 6))
-        v = _Lanes(builder, kinds[0].dtype)
+        src_p, idx_p, istart, shift, dst_p, dstart, count = intrinsic_arguments(context, builder, signature, args)
+        v = _Lanes(builder, signature.args[0].dtype)
         b, lanes = builder, v.lanes
         mask = v.lanes_below(count)
         index = v.masked_load(v.ints, idx_p, istart, mask)

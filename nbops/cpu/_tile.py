@@ -27,11 +27,10 @@ conv.py, are what the tests also run both dtypes through (with torch as the refe
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _aligned_empty, _empty_aligned, _Lanes, gather_lanes
+from ._lanes import _aligned_empty, _empty_aligned, _Lanes, gather_lanes, intrinsic_arguments
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 12  # output channels per tile
@@ -61,14 +60,9 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
     signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns, bias, bstart, first)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        src_p, offsets_p, weights_p, out_p, bias_p = (
-            cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6, 11)
-        )
-        start, ntaps, wstart, ostart, ostride, valid_rows, valid_columns, bstart, first = (
-            context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7, 8, 9, 10, 12, 13)
-        )
-        v = _Lanes(builder, kinds[0].dtype)
+        (src_p, start, offsets_p, ntaps, weights_p, wstart, out_p, ostart, ostride, valid_rows, valid_columns, bias_p, bstart,
+         first) = intrinsic_arguments(context, builder, signature, args)
+        v = _Lanes(builder, signature.args[0].dtype)
 
         def step(t, sums):
             base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))
@@ -266,12 +260,8 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefet
     signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        src_p, offsets_p, weights_p, out_p = (
-            cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 2, 4, 6)
-        )
-        start, ntaps, wstart, ostart = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 3, 5, 7))
-        v = _Lanes(builder, kinds[0].dtype)
+        src_p, start, offsets_p, ntaps, weights_p, wstart, out_p, ostart = intrinsic_arguments(context, builder, signature, args)
+        v = _Lanes(builder, signature.args[0].dtype)
 
         def step(t, sums):
             base = builder.add(start, builder.load(builder.gep(offsets_p, [t])))

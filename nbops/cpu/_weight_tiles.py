@@ -10,10 +10,9 @@ loops of the same sum, conv.py's _conv2d_weight_grad, are what the tests also ru
 
 import numpy as np
 from numba import prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._lanes import _Lanes, _reused
+from ._lanes import _Lanes, _reused, intrinsic_arguments
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_TASKS
 
@@ -29,15 +28,12 @@ def _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, r
     signature = types.void(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        data = {i: cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 4, 5, 11)}
-        gstart, gstride, gstep, xstride, samples, rows, width, xrow, ostart, ostride = (
-            context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 6, 7, 8, 9, 10, 12, 13)
-        )
-        v = _Lanes(builder, kinds[0].dtype)
+        (grads_p, gstart, gstride, gstep, xs_p, xstarts_p, xstride, samples, rows, width, xrow, out_p, ostart,
+         ostride) = intrinsic_arguments(context, builder, signature, args)
+        v = _Lanes(builder, signature.args[0].dtype)
         i64, lanes, size, vector, zero, const, vector_at = v.i64, v.lanes, v.size, v.vector, v.zero, v.const, v.at
 
-        starts = [builder.load(builder.gep(data[5], [const(r)])) for r in range(TILE_ROWS)]
+        starts = [builder.load(builder.gep(xstarts_p, [const(r)])) for r in range(TILE_ROWS)]
         entry = builder.basic_block
         sample = builder.append_basic_block("taps.sample")
         row = builder.append_basic_block("taps.row")
@@ -79,9 +75,9 @@ def _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, r
         w.add_incoming(const(0), row)
         g_at.add_incoming(g_row, row)
         sums = tile_phis(middle, row)
-        grads = [builder.load(vector_at(data[0], builder.add(g_at, const(lanes * c))), align=size) for c in range(2)]
+        grads = [builder.load(vector_at(grads_p, builder.add(g_at, const(lanes * c))), align=size) for c in range(2)]
         column = w if spacing == 1 else builder.mul(w, const(spacing))  # (stride 2: planes without a stride)
-        updated = v.outer(data[4], [builder.add(windows[r], column) for r in range(TILE_ROWS)], grads, sums)
+        updated = v.outer(xs_p, [builder.add(windows[r], column) for r in range(TILE_ROWS)], grads, sums)
         w_next = builder.add(w, const(1))
         g_next = builder.add(g_at, gstep)
         w.add_incoming(w_next, loop)
@@ -108,7 +104,7 @@ def _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, r
         for r in range(TILE_ROWS):
             at = builder.add(ostart, builder.mul(ostride, const(r)))
             for c in range(2):
-                v.add_to(data[11], builder.add(at, const(lanes * c)), totals[r][c])
+                v.add_to(out_p, builder.add(at, const(lanes * c)), totals[r][c])
         return context.get_dummy_value()
 
     return signature, codegen

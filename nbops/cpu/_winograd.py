@@ -34,12 +34,11 @@ place of the largest terms); the tests compare this path with torch and with the
 import numpy as np
 from llvmlite import ir
 from numba import config, get_thread_id, njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
 
-from ._lanes import _Lanes, _reused
+from ._lanes import _Lanes, _reused, intrinsic_arguments
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile4x32, tile8x32, tile12x32
 
@@ -65,10 +64,8 @@ def winograd_in(typingctx, src, first, width, row, height, column, count, V, vst
     signature = types.void(src, first, width, row, height, column, count, V, vstart, vstride)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        src_p, v_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 7))
-        first, width, row, height, column, count, vstart, vstride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 4, 5, 6, 8, 9))
-        v, b = _Lanes(builder, kinds[0].dtype), builder
+        src_p, first, width, row, height, column, count, v_p, vstart, vstride = intrinsic_arguments(context, builder, signature, args)
+        v, b = _Lanes(builder, signature.args[0].dtype), builder
         lanes, i32 = v.lanes, ir.IntType(32)
         nothing = ir.Constant(v.masks, [0] * lanes)
         inside = []  # (lanes k of the 2L columns column + shift + k, shift 0 and 2: inside the plane and the blocks)
@@ -119,12 +116,8 @@ def winograd_out(typingctx, M, mstart, mstride, count, bias, j, out, top, valid_
     signature = types.void(M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        m_p, bias_p, out_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 4, 6))
-        mstart, mstride, count, j, top, valid_top, valid_bottom, out_w = (
-            context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 5, 7, 8, 9, 10)
-        )
-        v, b = _Lanes(builder, kinds[0].dtype), builder
+        m_p, mstart, mstride, count, bias_p, j, out_p, top, valid_top, valid_bottom, out_w = intrinsic_arguments(context, builder, signature, args)
+        v, b = _Lanes(builder, signature.args[0].dtype), builder
         lanes, mask = v.lanes, v.lanes_below(count)
         m = [v.masked_load(v.vector, m_p, b.add(mstart, b.mul(mstride, v.const(e))), mask) for e in range(16)]
         s = [b.fadd(b.fadd(m[q], m[4 + q]), m[8 + q]) for q in range(4)]  # A^T m: rows m0 + m1 + m2, m1 - m2 - m3
@@ -154,10 +147,8 @@ def winograd_weights(typingctx, w, base, lane_stride, tap_step, count, packed, p
     signature = types.void(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        w_p, packed_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 5))
-        base, lane_stride, tap_step, count, pstart, pstride = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 4, 6, 7))
-        v, b = _Lanes(builder, kinds[0].dtype), builder
+        w_p, base, lane_stride, tap_step, count, packed_p, pstart, pstride = intrinsic_arguments(context, builder, signature, args)
+        v, b = _Lanes(builder, signature.args[0].dtype), builder
         lanes, mask = v.lanes, v.lanes_below(count)
         gather = v.function(f"llvm.masked.gather.{v.suffix}.v{lanes}p0", v.vector, [ir.VectorType(ir.PointerType(), lanes), v.i32, v.masks, v.vector])
         rows = b.mul(ir.Constant(v.ints, list(range(lanes))), v.splat(lane_stride))

@@ -12,11 +12,10 @@ then the back-transform (the 4x4 back to 3x3).
 import numpy as np
 from llvmlite import ir
 from numba import get_thread_id, njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _Lanes, _reused
+from ._lanes import _Lanes, _reused, intrinsic_arguments
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS
 from ._weight_tiles import _channel_blocks, taps12x32
@@ -43,10 +42,8 @@ def winograd_dy(typingctx, grads, start, right, below, out_w, Z, zstart, zrow):
     signature = types.void(grads, start, right, below, out_w, Z, zstart, zrow)
 
     def codegen(context, builder, signature, args):
-        kinds = signature.args
-        g_p, z_p = (cgutils.create_struct_proxy(kinds[i])(context, builder, value=args[i]).data for i in (0, 5))
-        start, right, below, out_w, zstart, zrow = (context.cast(builder, args[i], kinds[i], types.int64) for i in (1, 2, 3, 4, 6, 7))
-        v, b = _Lanes(builder, kinds[0].dtype), builder
+        g_p, start, right, below, out_w, z_p, zstart, zrow = intrinsic_arguments(context, builder, signature, args)
+        v, b = _Lanes(builder, signature.args[0].dtype), builder
         wide = v.const(2 * v.lanes)
         every = ir.Constant(v.masks, [1] * v.lanes)
         nothing = ir.Constant(v.masks, [0] * v.lanes)
