@@ -349,16 +349,18 @@ def _transformed_inputs(x4, before, out_hw, dtype):
     return V, tiles_h, tiles_w, width
 
 
-FUSED_WEIGHT_BYTES = 5 << 20  # largest transformed weights U for _winograd_fused
+FUSED_WEIGHT_BYTES = 5 << 20  # largest transformed weights U for _winograd_fused (256->256: 4.3 MB, 1.05-1.16x
+# the step-by-step path at 14x14; 512->512 at 7x7, 17 MB, 0.92-1.07x stays step by step)
 
 
 @parallel_kernel(cache=True)
 def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
-    """The three steps in one pass for few channels (64-128: V and M of a whole batch are 25-50 MB on
-    56x56 and 28x28, and went through L3 at 120-230 GFLOP/s of products): a task is one panel of 2L
-    tiles, whose V (16 x C_in x 2L values, _winograd_inputs' layout for one panel) and M of one block of
-    twelve output channels (16 x 12 x 2L) stay in this thread's row of `scratch` (numba.get_thread_id),
-    in L2 and L1, with U = packed (all of it, in L2) read from the same place by every task:
+    """The three steps in one pass where the transformed weights are small (64-256 channels: V and M of
+    a whole batch are 25-50 MB on 56x56 and 28x28, and went through L3 at 120-230 GFLOP/s of products):
+    a task is one panel of 2L tiles, whose V (16 x C_in x 2L values, _winograd_inputs' layout for one
+    panel) and M of one block of twelve output channels (16 x 12 x 2L) stay in this thread's row of
+    `scratch` (numba.get_thread_id), in L2 and L1, with U = packed (in L2 up to 128 channels) read from
+    the same place by every task:
 
         for each input channel: V(e, c, :) = B^T d B                    (winograd_in)
         for each block b of 12 output channels:
