@@ -237,8 +237,6 @@ def test_read_only_numpy_inputs():
     np.testing.assert_array_equal(nbops.max_pool2d(x, 2), F.max_pool2d(torch.from_numpy(x.copy()), 2).numpy())
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root and setpriv to run as an unprivileged user")
 def test_kernels_loaded_from_the_disk_cache_run(tmp_path):
     """Winograd's one-pass kernels pick their buffers by numba.get_thread_id, which a kernel loaded from
     Numba's on-disk cache calls without the threading layer started (address 0, a segfault), unless
@@ -262,6 +260,8 @@ def test_kernels_loaded_from_the_disk_cache_run(tmp_path):
         assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run as an unprivileged user")
 def test_read_only_install_still_compiles_and_caches():
     # nbops copied where the user running it cannot write, with no usable home directory either:
     # numba alone would raise "no locator available"; nbops must pick a writable cache directory.
