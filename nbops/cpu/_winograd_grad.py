@@ -189,14 +189,14 @@ def _winograd_weight_fused(x, top, left, grads, tiles_h, tiles_w, out_h, out_w, 
                 V[:] = 0.0
                 Z[:] = 0.0
             for i in range(count):
-                _panel_inputs(x, top, left, tiles_h, tiles_w, p0 + i, V, i * channels * wide, wide, vrow)
-            for t in range(first, end):
-                n = t // (tiles_h * tiles_w)
-                y = (t - n * tiles_h * tiles_w) // tiles_w
-                col = t - (n * tiles_h + y) * tiles_w
-                for jb in range(jblocks):
-                    start = ((n * jblocks + jb) * length + 2 * y * out_w + 2 * col) * wide
-                    winograd_dy(source, start, 2 * col + 1 < out_w, 2 * y + 1 < out_h, out_w, Z, (jb * group * wide + t - first) * wide, zrow)
+                runs, spans = _panel_inputs(x, top, left, tiles_h, tiles_w, p0 + i, V, i * channels * wide, wide, vrow)
+                for k in range(spans):  # (the same runs of tiles along rows of blocks for Z)
+                    n, y, col, run, lane = runs[k, 0], runs[k, 1], runs[k, 2], runs[k, 3], runs[k, 4]
+                    for s in range(run):
+                        for jb in range(jblocks):
+                            start = ((n * jblocks + jb) * length + 2 * y * out_w + 2 * (col + s)) * wide
+                            at = (jb * group * wide + i * wide + lane + s) * wide
+                            winograd_dy(source, start, 2 * (col + s) + 1 < out_w, 2 * y + 1 < out_h, out_w, Z, at, zrow)
             for e in range(16):
                 for cb in range(0, channels, TILE_ROWS):
                     for r in range(TILE_ROWS):  # (input channels past the last repeat it: computed, not read)
