@@ -110,6 +110,18 @@ def tile4x32(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart
 
 
 
+@njit(cache=True, inline="always")
+def tile_block(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns, bias, bstart, first):
+    """tile12x32, or tile8x32 and tile4x32 where at most 8 or 4 of the block's rows are valid (a group's
+    last block): the same arguments."""
+    if valid_rows > 8:
+        tile12x32(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns, bias, bstart, first)
+    elif valid_rows > 4:
+        tile8x32(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns, bias, bstart, first)
+    else:
+        tile4x32(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns, bias, bstart, first)
+
+
 TILE_TARGET = 4096  # output positions (q) per task of _conv2d_tiles at most (more tiles per weight load)
 TILE_WEIGHT_BYTES = 256 * 1024  # packed weights of the channel blocks of one task (kept hot in L2)
 TILE_TASKS = 8  # _conv2d_tiles makes at least this many tasks where the output rows allow
@@ -179,13 +191,7 @@ def _conv2d_tiles(xs, tail, packed, packed_bias, offsets, group_size, groups, ou
                     weights = packed[g * blocks + b, t0 * TILE_ROWS :]
                     at = first + (b - b0) * TILE_ROWS * width + q
                     left = group_out - b * TILE_ROWS  # (the group's last block may hold fewer channels)
-                    bias_at = (g * blocks + b) * TILE_ROWS
-                    if left > 8:
-                        tile12x32(src, start + q, taps, t1 - t0, weights, 0, sums, at, width, left, valid, packed_bias, bias_at, t0 == 0)
-                    elif left > 4:
-                        tile8x32(src, start + q, taps, t1 - t0, weights, 0, sums, at, width, left, valid, packed_bias, bias_at, t0 == 0)
-                    else:
-                        tile4x32(src, start + q, taps, t1 - t0, weights, 0, sums, at, width, left, valid, packed_bias, bias_at, t0 == 0)
+                    tile_block(src, start + q, taps, t1 - t0, weights, 0, sums, at, width, left, valid, packed_bias, (g * blocks + b) * TILE_ROWS, t0 == 0)
         if not direct:
             for j in range(j0, j1):
                 for h in range(h0, h1):

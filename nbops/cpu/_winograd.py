@@ -40,7 +40,7 @@ from .._arrays import contiguous
 
 from ._lanes import _Lanes, _reused, intrinsic_arguments
 from ._parallel import parallel_kernel, unravel3
-from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile4x32, tile8x32, tile12x32
+from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile_block
 
 # values added to the length of each of the 16 rows of V, M and the weights' buffer: rows written or
 # read side by side fell in one set of L1 where their length is a multiple of 4 KB
@@ -276,12 +276,7 @@ def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chu
                     weights = packed[e * blocks + b]
                     at = e * M.shape[1] + b * TILE_ROWS * width + p * lanes
                     left = out_channels - b * TILE_ROWS
-                    if left > 8:
-                        tile12x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
-                    elif left > 4:
-                        tile8x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
-                    else:
-                        tile4x32(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
+                    tile_block(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
 
 
 @parallel_kernel(cache=True)
@@ -369,7 +364,7 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
             for each of its channels j: out(j) = A^T M(:, j) A + bias(j)  (winograd_out)
 
     The same sums as the step-by-step path, in one run over the input channels."""
-    batch, channels, height, width = x.shape
+    batch, channels = x.shape[:2]
     out_channels, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     lanes = 64 // x.itemsize
     cols = 2 * lanes  # (tiles per panel)
@@ -386,12 +381,7 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
         for b in range(blocks):
             rows = min(TILE_ROWS, out_channels - b * TILE_ROWS)
             for e in range(16):
-                if rows > 8:
-                    tile12x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
-                elif rows > 4:
-                    tile8x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
-                else:
-                    tile4x32(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
+                tile_block(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
             for r in range(rows):
                 j = b * TILE_ROWS + r
                 for i in range(count):
