@@ -163,6 +163,46 @@ def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
     return signature, codegen
 
 
+@intrinsic
+def transpose_lanes(typingctx, source, sstart, sstride, dst, dstart, dstride, rows, columns):
+    """dst(dstart + c * dstride + i) = source(sstart + i * sstride + c) for i < rows <= L and
+    c < columns <= L: an L x L block transposed in registers (L loads, log2(L) rounds of L shuffles,
+    L masked stores), where a gather per column read L cache lines for L values. Rows i >= rows are
+    not read."""
+    if not all(isinstance(a, types.Array) for a in (source, dst)) or dst.dtype != source.dtype:
+        return None
+    if source.dtype not in (types.float32, types.float64):
+        return None
+    signature = types.void(source, sstart, sstride, dst, dstart, dstride, rows, columns)
+
+    def codegen(context, builder, signature, args):
+        src_p, sstart, sstride, dst_p, dstart, dstride, rows, columns = intrinsic_arguments(context, builder, signature, args)
+        v = _Lanes(builder, signature.args[0].dtype)
+        b, lanes = builder, v.lanes
+        last = b.sub(rows, v.const(1))
+        block = []
+        for i in range(lanes):  # (rows past the last read the last again: no read past the block)
+            row = b.select(b.icmp_signed("<", v.const(i), rows), v.const(i), last)
+            block.append(b.load(v.at(src_p, b.add(sstart, b.mul(row, sstride))), align=v.size))
+        step = 1
+        while step < lanes:  # swap bit `step` of the row index with the same bit of the lane index
+            low = [j if not j & step else lanes + j - step for j in range(lanes)]
+            high = [j + step if not j & step else lanes + j for j in range(lanes)]
+            for i in range(lanes):
+                if not i & step:
+                    a, c = block[i], block[i + step]
+                    block[i] = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(v.i32, lanes), low))
+                    block[i + step] = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(v.i32, lanes), high))
+            step *= 2
+        mask = v.lanes_below(rows)
+        for c in range(lanes):
+            with b.if_then(b.icmp_signed("<", v.const(c), columns)):
+                v.masked_store(block[c], dst_p, b.add(dstart, b.mul(v.const(c), dstride)), mask)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
 @njit(cache=True)
 def _empty_aligned(count, like):
     """An uninitialised 1-D array of `count` elements of like's dtype starting on a 64-byte boundary (a

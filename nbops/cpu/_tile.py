@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _aligned_empty, _empty_aligned, _Lanes, gather_lanes, intrinsic_arguments
+from ._lanes import _aligned_empty, _empty_aligned, _Lanes, gather_lanes, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 12  # output channels per tile
@@ -315,7 +315,7 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
     one block's weights from L2 (256->256 3x3 at 14x14: 1.03-1.07x), else sample by sample (a
     sample's planes read from L2: 1x1 kernels at 14x14 ran 0.84-0.93x block by block). For each sample, its sums,
     position-major (4L channels per position) and started at the bias, take each run of ROW_RUN taps
-    tile by tile, then are written to out (by gathers, one per L columns of a channel's row, where
+    tile by tile, then are written to out (L x L blocks transposed in registers, transpose_lanes, where
     flat_out is out contiguous). stride 2: a stride-2 convolution on planes laid out without a stride
     (output position (h, w) reads from (2h, 2w) on: row7x4s2), where the phase planes cost 1.2-1.5x a
     copy of the input."""
@@ -328,7 +328,6 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
     row_blocks = (out_h + rows - 1) // rows
     samples = batch if fused else 1  # per task
     sample_tasks = batch // samples
-    steps = np.arange(out_w) * width  # (the sums of one channel along a row)
     for task in prange(sample_tasks * groups * blocks * row_blocks):
         if by_block:
             g, b, rest = unravel3(task, blocks, sample_tasks * row_blocks)
@@ -361,14 +360,17 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
                             row7x4(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
                         else:
                             row7x4s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
-            for c in range(min(width, group_out - b * width)):
-                j = g * group_out + b * width + c
-                for h in range(h0, h1):  # (no division per value: p // W_out made this copy half the task's time)
-                    if flat_out.size:  # a row of channel j: gathered from the sums, one gather per L columns
-                        at = ((n * out_channels + j) * out_h + h) * out_w
-                        for w0 in range(0, out_w, lanes):
-                            gather_lanes(sums, steps, w0, (h - h0) * out_w * width + c, flat_out, at + w0, min(lanes, out_w - w0))
-                    else:
+            valid = min(width, group_out - b * width)
+            if flat_out.size:  # L positions x L channels of the sums at a time, transposed into out's rows
+                plane = out_h * out_w  # (rows h0..h1 of a channel are contiguous in out)
+                for c0 in range(0, valid, lanes):
+                    at = ((n * out_channels + g * group_out + b * width + c0) * out_h + h0) * out_w
+                    for p0 in range(0, positions, lanes):
+                        transpose_lanes(sums, p0 * width + c0, width, flat_out, at + p0, plane, min(lanes, positions - p0), min(lanes, valid - c0))
+            else:
+                for c in range(valid):
+                    j = g * group_out + b * width + c
+                    for h in range(h0, h1):
                         dst = out[n, j, h]
                         row = sums[(h - h0) * out_w * width + c :]
                         for w in range(out_w):
