@@ -219,6 +219,12 @@ def _aligned_empty(shape, dtype):
     return _empty_aligned(int(np.prod(shape)), np.empty(0, dtype=dtype)).reshape(shape)
 
 
+def flat_view(array):
+    """array itself, flat, where it is C-contiguous; else an empty array of its dtype (for kernels that
+    then take a slower path through the array's own strides)."""
+    return array.reshape(-1) if array.flags.c_contiguous else np.empty(0, dtype=array.dtype)
+
+
 _workspace = threading.local()
 
 

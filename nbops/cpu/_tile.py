@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _aligned_empty, _empty_aligned, _Lanes, gather_lanes, intrinsic_arguments, transpose_lanes
+from ._lanes import _aligned_empty, _empty_aligned, _Lanes, flat_view, gather_lanes, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 12  # output channels per tile
@@ -392,7 +392,7 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     out_h, out_w = out.shape[2:]
     lanes4 = 256 // out.itemsize
     # out itself, flat, where the kernels can write it so (contiguous; else empty: they take a buffer)
-    flat_out = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, dtype=out.dtype)
+    flat_out = flat_view(out)
     if row_tiles_fit(out_w, plane_w, group_out, out.itemsize):
         blocks = -(-group_out // lanes4)
         # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)

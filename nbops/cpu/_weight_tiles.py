@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
 
-from ._lanes import _Lanes, _reused, intrinsic_arguments
+from ._lanes import _Lanes, _reused, flat_view, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_TASKS
 
@@ -203,28 +203,44 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
                     dst[tb0 * TILE_ROWS + i] = sums[j, i, c]
 
 
+BLOCK_SPAN = 1024  # positions per task of _channel_blocks
+
+
 @parallel_kernel(cache=True)
-def _channel_blocks(grad_out, groups, grads):
+def _channel_blocks(grad_out, flat, groups, grads):
     """grads(n, g * J + b, h * W_out + w, c) = grad_output(n, g * C_out/groups + 2L b + c, h, w):
     grad_output in blocks of 2L channels (each group's channels padded to J blocks), zeros in the
     padding channels (written here: grads may come uninitialised). One task per sample, block and
-    output row."""
+    span of BLOCK_SPAN positions. `flat`: grad_output itself, flat, where it is contiguous (else empty):
+    then L channels x L positions at a time transposed in registers (transpose_lanes), else value by
+    value."""
     batch, channels, out_h, out_w = grad_out.shape
     group_out = channels // groups
-    blocks, columns = grads.shape[1], grads.shape[3]
+    blocks, length, columns = grads.shape[1], grads.shape[2], grads.shape[3]
     jblocks = blocks // groups
-    for task in prange(batch * blocks * out_h):
-        n, block, h = unravel3(task, blocks, out_h)
+    lanes = 64 // grads.itemsize
+    spans = (length + BLOCK_SPAN - 1) // BLOCK_SPAN
+    into = grads.reshape(-1)
+    for task in prange(batch * blocks * spans):
+        n, block, span = unravel3(task, blocks, spans)
         g = block // jblocks
         j0 = (block - g * jblocks) * columns
         j1 = min(columns, group_out - j0)
-        src = grad_out[n, g * group_out + j0 : g * group_out + j0 + j1, h]
-        dst = grads[n, block, h * out_w : (h + 1) * out_w]
+        p0, p1 = span * BLOCK_SPAN, min(length, (span + 1) * BLOCK_SPAN)
+        base = (n * blocks + block) * length * columns
         if j1 < columns:
-            dst[:, :] = 0
-        for w in range(out_w):
-            for c in range(j1):
-                dst[w, c] = src[c, w]
+            into[base + p0 * columns : base + p1 * columns] = 0
+        if flat.size:
+            for c0 in range(0, j1, lanes):
+                at = (n * channels + g * group_out + j0 + c0) * length
+                for q in range(p0, p1, lanes):
+                    transpose_lanes(flat, at + q, length, into, base + q * columns + c0, columns, min(lanes, j1 - c0), min(lanes, p1 - q))
+        else:
+            for p in range(p0, p1):
+                h = p // out_w
+                w = p - h * out_w
+                for c in range(j1):
+                    into[base + p * columns + c] = grad_out[n, g * group_out + j0 + c, h, w]
 
 
 # ------------------------------------------------------------------------------------------- drivers
@@ -246,7 +262,7 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, poi
     columns = 128 // grad4.itemsize
     jblocks = -(-channels // groups // columns)
     grads = _reused("grads", (batch, groups * jblocks, rows * out_w, columns), grad4.dtype)  # (the stem's: 26-51 MB)
-    _channel_blocks(grad4, groups, grads)
+    _channel_blocks(grad4, flat_view(grad4), groups, grads)
     work = grad.size * batch * rows * out_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
     tblocks = -(-offsets.size // TILE_ROWS)
     tchunk = min(tblocks, 16)
