@@ -126,7 +126,7 @@ def test_conv_gradients_on_small_and_large_planes():
         )
 
 
-@pytest.mark.parametrize("path", ["planes", "tiles"])
+@pytest.mark.parametrize("path", ["planes", "tiles", "winograd"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cin,cout,kernel,stride,padding,groups,size", [
     (40, 70, 3, 1, 1, 1, (21, 19)),  # several blocks of channels and taps, runs of several samples
@@ -140,7 +140,9 @@ def test_conv_gradients_on_small_and_large_planes():
 ])
 def test_conv2d_weight_gradient_across_blocks(path, dtype, cin, cout, kernel, stride, padding, groups, size):
     """The weight gradient's register tiles over more than one block of channels (2L), of taps (6) and
-    of tasks, and over runs that hold several samples or part of one; both paths against torch."""
+    of tasks, and over runs that hold several samples or part of one, grad_output laid out by the tasks
+    ('tiles') and before them ('winograd': those of 3x3 kernels at stride 1 through Winograd); the
+    plain loops too, all against torch."""
     x = requiring(randn((3, cin) + size, dtype, seed=1))
     w = requiring(randn((cout, cin // groups) + ((kernel, kernel) if isinstance(kernel, int) else kernel), dtype, seed=2))
     with conv_path(path):

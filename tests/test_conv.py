@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nbops
-from nbops.cpu import _winograd, _winograd_grad
+from nbops.cpu import _weight_tiles, _winograd, _winograd_grad
 from nbops.cpu import conv as cpu_conv
 from reference import DTYPES, SUM_TOL, assert_same, non_contiguous, randn
 
@@ -30,21 +30,24 @@ CONV_CASES = [
 @contextlib.contextmanager
 def conv_path(path):
     """Run conv2d through one of its kernels whatever the plane size: 'tiles' (the register tiles, both
-    dtypes), 'winograd' (F(2x2, 3x3) for 3x3 kernels at stride 1 whatever their channels and batch, the
-    register tiles for the others), 'planes' or 'pixels' (the plain loops)."""
+    dtypes; the weight gradient's tasks lay out their own runs of grad_output), 'winograd' (F(2x2, 3x3)
+    for 3x3 kernels at stride 1 whatever their channels and batch, the register tiles for the others,
+    with grad_output laid out before the weight gradient's tiles, as for small layers), 'planes' or
+    'pixels' (the plain loops)."""
     names = [(_winograd, "WINOGRAD"), (_winograd, "WINOGRAD_CHANNELS"), (_winograd, "WINOGRAD_BLOCKS"),
              (_winograd_grad, "WEIGHT_CHANNELS"), (_winograd_grad, "SPLIT_CHANNELS"), (_winograd_grad, "WEIGHT_BLOCKS")]
-    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, [getattr(module, name) for module, name in names]
+    saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, _weight_tiles.BLOCKED_BYTES, [getattr(module, name) for module, name in names]
     cpu_conv.TILED = path in ("tiles", "winograd")
     cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
+    _weight_tiles.BLOCKED_BYTES = -1 if path == "tiles" else 10**12
     _winograd.WINOGRAD = path == "winograd"
     for module, name in names[1:]:
         setattr(module, name, 0)
     try:
         yield
     finally:
-        cpu_conv.SMALL_PLANE, cpu_conv.TILED = saved[:2]
-        for (module, name), value in zip(names, saved[2]):
+        cpu_conv.SMALL_PLANE, cpu_conv.TILED, _weight_tiles.BLOCKED_BYTES = saved[:3]
+        for (module, name), value in zip(names, saved[3]):
             setattr(module, name, value)
 
 

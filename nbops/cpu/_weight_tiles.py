@@ -1,7 +1,7 @@
 """The weight gradient's register tiles (nbops/cpu/conv.py, step 4 at the top): conv2d's tile of
 nbops/cpu/_tile.py with the roles turned round. The sum runs over the output positions q; a tile is
 twelve taps x 2L output channels (taps12x32), held in 24 512-bit registers over every sample and
-position; grad_output is laid out in blocks of 2L channels (_channel_blocks: channels contiguous, each
+position; grad_output is laid out in blocks of 2L channels (_channel_block: channels contiguous, each
 block contiguous over q) so that one vector load reads 2L channels at one position, and the input value
 of each tap at q is broadcast. _conv2d_weight_tiles runs it over a whole weight gradient. The plain
 loops of the same sum, conv.py's _conv2d_weight_grad, are what the tests also run both dtypes through
@@ -9,10 +9,10 @@ loops of the same sum, conv.py's _conv2d_weight_grad, are what the tests also ru
 """
 
 import numpy as np
-from numba import prange, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ._lanes import _Lanes, _reused, flat_view, intrinsic_arguments, transpose_lanes
+from ._lanes import _empty_aligned, _Lanes, _reused, flat_view, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_TASKS
 
@@ -131,20 +131,23 @@ def taps12x32s2(typingctx, grads, gstart, gstride, gstep, xs, xstarts, xstride, 
 
 
 @parallel_kernel(cache=True)
-def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad_taps, plane_w, out_w, tchunk, jchunk, run, stride, parts):
+def _conv2d_weight_tiles(xs, grad_out, flat, blocked, offsets, group_size, groups, grad_taps, plane_w, tchunk, jchunk, run, stride, parts):
     """conv2d's weight gradient, the formula of conv.py's _conv2d_weight_grad,
 
-        grad_taps(j, t) = sum_n sum_h sum_w grads(n, g * J + b, h * W_out + w, c) * xs(n, g * group_size + offsets(t) + h * Wq + w)
+        grad_taps(j, t) = sum_n sum_h sum_w grad_out(n, j, h, w) * xs(n, g * group_size + offsets(t) + h * Wq + w)
 
-    (j = g * C_out/groups + 2L b + c: grads is grad_output in blocks of 2L channels, each block
-    contiguous over the output positions, zero in the padding channels), tiled for registers: 12 taps
+    (g the group of output channel j), tiled for registers: 12 taps
     x 2L output channels at a time (taps12x32), over every sample and a run of about `run` positions,
     whole rows, per call. Only the output's own positions are summed: the planes' columns w >= W_out
     are skipped, where a flat run over the planes computed them and threw them away (a 7-wide output
     on 9-wide planes: 29% more work). A task is one group, `jchunk` blocks of channels and `tchunk`
     blocks of twelve taps; for each run of positions it takes each block of channels in turn, so that
     the run's inputs (tchunk x 12 windows) are read from memory once for all jchunk blocks, not once
-    per block. Blocks past the last tap repeat it (computed, not written). (No column is thrown
+    per block. Each run's grad_output, block by block, is laid out by the task itself
+    (_channel_block, 2L channels contiguous at each position, into a buffer that stays in L1/L2: a
+    separate pass wrote and read back 26-51 MB for the stem), or read from `blocked` where that is
+    given, laid out once by _channel_blocks before the call (see BLOCKED_BYTES; and where grad_out is
+    a strided view, flat empty: each of several tasks reading it ran 0.92x). Blocks past the last tap repeat it (computed, not written). (No column is thrown
     away, so an infinite input never meets a 0 that the formula does not have: no exact second pass,
     as the plain loops need.) stride 2: a stride-2 convolution's planes laid out without a stride,
     output row h and column w reading row 2h and column 2w of them (taps12x32s2). `parts`: the samples
@@ -152,7 +155,11 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     caller to add in order), where there are few blocks of taps and channels (the stem's 3->64 7x7:
     2 tasks, one per thread, each waiting for the slower core).
     """
-    batch, blocks, length, columns = grads.shape
+    batch, channels, rows_out, out_w = grad_out.shape
+    length = rows_out * out_w
+    columns = 128 // grad_out.itemsize  # (2L)
+    group_out = channels // groups
+    jblocks = (group_out + columns - 1) // columns
     per_call = max(1, min(batch, run // length))  # samples per call (where a sample is short)
     flat_rows = plane_w == out_w and stride == 1  # (planes as wide as the output: a run is any span of positions)
     # a run is whole units, positions (else rows): each `unit` long in grads, `plane_unit` in the planes
@@ -163,11 +170,9 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
     runs = (units + step - 1) // step  # runs of equal length (no short last run)
     step = (units + runs - 1) // runs
     count = offsets.size
-    jblocks = blocks // groups
     tblocks = (count + TILE_ROWS - 1) // TILE_ROWS
     tchunks = (tblocks + tchunk - 1) // tchunk
     jchunks = (jblocks + jchunk - 1) // jchunk
-    flat = grads.reshape(-1)
     per_part = (batch + parts - 1) // parts
     for task in prange(parts * groups * jchunks * tchunks):
         part = task // (groups * jchunks * tchunks)
@@ -179,7 +184,8 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
         starts = np.empty(nt * TILE_ROWS, dtype=np.int64)
         for i in range(starts.size):
             starts[i] = g * group_size + offsets[min(tb0 * TILE_ROWS + i, count - 1)]
-        sums = np.zeros((nj, nt * TILE_ROWS, columns), dtype=grads.dtype)
+        sums = np.zeros((nj, nt * TILE_ROWS, columns), dtype=grad_out.dtype)
+        block = _empty_aligned(per_call * step * unit * columns, grad_out)  # (one run's grad_output, blocked)
         last = min(batch, (part + 1) * per_part)
         for n0 in range(part * per_part, last, per_call):
             samples = min(per_call, last - n0)
@@ -188,13 +194,18 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
                 rows, width = (1, span) if flat_rows else (span, out_w)
                 src = xs.reshape(-1)[n0 * xs.shape[1] + u0 * plane_unit :]
                 for j in range(nj):
-                    at = (n0 * blocks + g * jblocks + jb0 + j) * length * columns + u0 * unit * columns
+                    c0 = (jb0 + j) * columns
+                    if blocked.size:  # (laid out before the call)
+                        grads, at, gstride = blocked, ((n0 * groups + g) * jblocks + jb0 + j) * length * columns + u0 * unit * columns, groups * jblocks * length * columns
+                    else:
+                        _channel_block(grad_out, flat, n0, samples, g * group_out + c0, min(columns, group_out - c0), u0 * unit, span * unit, block)
+                        grads, at, gstride = block, 0, span * unit * columns
                     for tb in range(nt):
-                        gstride, xstarts, ostart = blocks * length * columns, starts[tb * TILE_ROWS :], (j * nt + tb) * TILE_ROWS * columns
+                        xstarts, ostart = starts[tb * TILE_ROWS :], (j * nt + tb) * TILE_ROWS * columns
                         if stride == 1:
-                            taps12x32(flat, at, gstride, columns, src, xstarts, xs.shape[1], samples, rows, width, xrow, sums.reshape(-1), ostart, columns)
+                            taps12x32(grads, at, gstride, columns, src, xstarts, xs.shape[1], samples, rows, width, xrow, sums.reshape(-1), ostart, columns)
                         else:
-                            taps12x32s2(flat, at, gstride, columns, src, xstarts, xs.shape[1], samples, rows, width, xrow, sums.reshape(-1), ostart, columns)
+                            taps12x32s2(grads, at, gstride, columns, src, xstarts, xs.shape[1], samples, rows, width, xrow, sums.reshape(-1), ostart, columns)
         for j in range(nj):
             jb = jb0 + j
             for c in range(min(columns, group_out - jb * columns)):  # (along rows of grad_taps)
@@ -203,44 +214,61 @@ def _conv2d_weight_tiles(xs, grads, offsets, group_size, groups, group_out, grad
                     dst[tb0 * TILE_ROWS + i] = sums[j, i, c]
 
 
+@njit(cache=True)
+def _channel_block(grad_out, flat, n0, samples, c0, valid, p0, count, into):
+    """into((s * count + p) * 2L + c) = grad_output(n0 + s, c0 + c, position p0 + p) for s < samples,
+    p < count and c < 2L, 0 where c >= valid: grad_output's positions p0..p0+count of 2L channels,
+    channels contiguous (one vector load reads 2L channels at a position). (The padding channels' sums
+    are thrown away, but left uninitialised they could hold denormals, which slow the multiply-adds.) `flat`: grad_output itself,
+    flat, where it is contiguous (else empty): then L channels x L positions at a time transposed in
+    registers (transpose_lanes), else value by value."""
+    channels, out_h, out_w = grad_out.shape[1:]
+    length = out_h * out_w
+    lanes = 64 // grad_out.itemsize
+    columns = 2 * lanes
+    for s in range(samples):
+        base = s * count * columns
+        if valid < columns:
+            into[base : base + count * columns] = 0
+        if flat.size:
+            for cc in range(0, valid, lanes):
+                at = ((n0 + s) * channels + c0 + cc) * length + p0
+                for q in range(0, count, lanes):
+                    transpose_lanes(flat, at + q, length, into, base + q * columns + cc, columns, min(lanes, valid - cc), min(lanes, count - q))
+        else:  # (row by row)
+            h = p0 // out_w
+            w0, p = p0 - h * out_w, 0
+            while p < count:
+                along = min(out_w - w0, count - p)
+                src = grad_out[n0 + s, c0 : c0 + valid, h]
+                for w in range(along):
+                    for c in range(valid):
+                        into[base + (p + w) * columns + c] = src[c, w0 + w]
+                h, w0, p = h + 1, 0, p + along
+
+
 BLOCK_SPAN = 1024  # positions per task of _channel_blocks
 
 
 @parallel_kernel(cache=True)
 def _channel_blocks(grad_out, flat, groups, grads):
-    """grads(n, g * J + b, h * W_out + w, c) = grad_output(n, g * C_out/groups + 2L b + c, h, w):
-    grad_output in blocks of 2L channels (each group's channels padded to J blocks), zeros in the
-    padding channels (written here: grads may come uninitialised). One task per sample, block and
-    span of BLOCK_SPAN positions. `flat`: grad_output itself, flat, where it is contiguous (else empty):
-    then L channels x L positions at a time transposed in registers (transpose_lanes), else value by
-    value."""
+    """grads(n, g * J + b, h * W_out + w, c) = grad_output(n, g * C_out/groups + 2L b + c, h, w), grads
+    flat: the whole of grad_output in blocks of 2L channels (_channel_block, each group's channels
+    padded to J blocks). One task per sample, block and span of BLOCK_SPAN positions."""
     batch, channels, out_h, out_w = grad_out.shape
+    length = out_h * out_w
+    columns = 128 // grad_out.itemsize
     group_out = channels // groups
-    blocks, length, columns = grads.shape[1], grads.shape[2], grads.shape[3]
-    jblocks = blocks // groups
-    lanes = 64 // grads.itemsize
+    jblocks = (group_out + columns - 1) // columns
     spans = (length + BLOCK_SPAN - 1) // BLOCK_SPAN
-    into = grads.reshape(-1)
-    for task in prange(batch * blocks * spans):
-        n, block, span = unravel3(task, blocks, spans)
+    for task in prange(batch * groups * jblocks * spans):
+        n, block, span = unravel3(task, groups * jblocks, spans)
         g = block // jblocks
-        j0 = (block - g * jblocks) * columns
-        j1 = min(columns, group_out - j0)
-        p0, p1 = span * BLOCK_SPAN, min(length, (span + 1) * BLOCK_SPAN)
-        base = (n * blocks + block) * length * columns
-        if j1 < columns:
-            into[base + p0 * columns : base + p1 * columns] = 0
-        if flat.size:
-            for c0 in range(0, j1, lanes):
-                at = (n * channels + g * group_out + j0 + c0) * length
-                for q in range(p0, p1, lanes):
-                    transpose_lanes(flat, at + q, length, into, base + q * columns + c0, columns, min(lanes, j1 - c0), min(lanes, p1 - q))
-        else:
-            for p in range(p0, p1):
-                h = p // out_w
-                w = p - h * out_w
-                for c in range(j1):
-                    into[base + p * columns + c] = grad_out[n, g * group_out + j0 + c, h, w]
+        c0 = (block - g * jblocks) * columns
+        p0 = span * BLOCK_SPAN
+        count = min(length, p0 + BLOCK_SPAN) - p0
+        at = ((n * groups * jblocks + block) * length + p0) * columns
+        _channel_block(grad_out, flat, n, 1, g * group_out + c0, min(columns, group_out - c0), p0, count, grads[at : at + count * columns])
 
 
 # ------------------------------------------------------------------------------------------- drivers
@@ -248,6 +276,10 @@ def _channel_blocks(grad_out, flat, groups, grads):
 
 WEIGHT_RUN = 256  # positions (of one sample or several) per taps12x32 call of _conv2d_weight_tiles
 WEIGHT_JCHUNK = 4  # blocks of channels per task of _conv2d_weight_tiles for 1x1 kernels (else 1)
+# grad_output in blocks of 2L channels up to this size is laid out before _conv2d_weight_tiles, once
+# (above it, each task lays out its runs, in L1/L2: the stem 1.21-1.36x, 256->128 1x1 56x56 1.07-1.14x;
+# below, the tasks of a layer with many taps each laid out the same runs: 512->512 3x3 7x7 0.93-0.97x)
+BLOCKED_BYTES = 2 << 20
 
 
 def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, pointwise=False, stride=1):
@@ -258,11 +290,7 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, poi
     ResNet-50's 1x1 layers; with 3x3 kernels, whose taps share planes, 0.74-0.97x). stride 2: xs laid
     out without the stride (see _conv2d_weight_tiles)."""
     batch, channels, rows, out_w = grad4.shape
-    # grad_output in blocks of 2L channels (zeros in each group's channels past a multiple of 2L)
-    columns = 128 // grad4.itemsize
-    jblocks = -(-channels // groups // columns)
-    grads = _reused("grads", (batch, groups * jblocks, rows * out_w, columns), grad4.dtype)  # (the stem's: 26-51 MB)
-    _channel_blocks(grad4, flat_view(grad4), groups, grads)
+    jblocks = -(-channels // groups // (128 // grad4.itemsize))  # (blocks of 2L channels per group)
     work = grad.size * batch * rows * out_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
     tblocks = -(-offsets.size // TILE_ROWS)
     tchunk = min(tblocks, 16)
@@ -273,7 +301,13 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, poi
     parts = min(batch, -(-TILE_TASKS // (tasks * -(-jblocks // jchunk))))
     parts = -(-batch // -(-batch // parts))  # (no empty run)
     into = grad[None] if parts == 1 else np.empty((parts,) + grad.shape, dtype=grad.dtype)
-    _conv2d_weight_tiles.pick(work)(xs, grads, offsets, group_size, groups, channels // groups, into, plane_w, out_w, tchunk, jchunk, WEIGHT_RUN, stride, parts)
+    flat = flat_view(grad4)
+    blocked = flat[:0]
+    size = batch * groups * jblocks * rows * out_w * (128 // grad4.itemsize)
+    if not flat.size or size * grad4.itemsize <= BLOCKED_BYTES:  # (laid out once, not by each task)
+        blocked = _reused("grads", (size,), grad4.dtype)
+        _channel_blocks(grad4, flat, groups, blocked)
+    _conv2d_weight_tiles.pick(work)(xs, grad4, flat, blocked, offsets, group_size, groups, into, plane_w, tchunk, jchunk, WEIGHT_RUN, stride, parts)
     if parts > 1:
         grad[...] = into[0]
         for part in range(1, parts):  # (in order: the sums do not depend on the threads)

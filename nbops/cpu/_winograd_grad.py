@@ -230,7 +230,7 @@ def run_winograd_weight_grad(x4, grad4, before):
     lanes = 128 // grad4.itemsize
     jblocks = -(-out_channels // lanes)
     grads = _reused("grads", (batch, jblocks, out_h * out_w, lanes), grad4.dtype)
-    _channel_blocks(grad4, flat_view(grad4), 1, grads)
+    _channel_blocks(grad4, flat_view(grad4), 1, grads.reshape(-1))
     if _fused(in_channels, out_channels):
         tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
         panels = -(-batch * tiles_h * tiles_w // lanes)
