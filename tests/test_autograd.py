@@ -112,6 +112,17 @@ def test_conv2d_input_gradient_with_padding_beyond_the_kernel(kernel, padding, s
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [2, 3, (3, 2), (2, 3)])
+def test_strided_1x1_input_gradient(stride, dtype):
+    """A 1x1 kernel with a stride: its input gradient is a stride-1 1x1 convolution of grad_output,
+    put every stride rows and columns of the input (_strided_into), zeros elsewhere; sizes that the
+    strides do not divide."""
+    x = requiring(randn((2, 3, 10, 11), dtype))
+    w = requiring(randn((4, 3, 1, 1), dtype, seed=1))
+    compare_grads(lambda x, w: nbops.conv2d(x, w, None, stride), lambda x, w: F.conv2d(x, w, None, stride), [x, w], SUM_TOL[dtype])
+
+
 def test_conv_gradients_on_small_and_large_planes():
     """Both forward kernels (gathered pixels for small planes, whole planes for large ones) on the way
     back, and a weight gradient over many rows."""

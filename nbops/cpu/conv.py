@@ -15,7 +15,7 @@ from .._arrays import contiguous
 
 from ._lanes import _reused
 from ._parallel import parallel_kernel, unravel3
-from ._planes import _interleave_phases, _phase_layout, _phase_planes, _pointwise, _Taps, _turned
+from ._planes import _interleave_phases, _phase_layout, _phase_planes, _pointwise, _strided_into, _Taps, _turned
 from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit
 from ._weight_tiles import _run_weight_tiles
 from ._winograd import run_winograd, winograd_fits
@@ -590,10 +590,10 @@ def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, g
         elif _pointwise(x4, w.shape, strides, before, (out_h, out_w)) is not None:
             # a 1x1 kernel with a stride: the input positions it read get the stride-1 gradient (a 1x1
             # convolution of grad_output), the others none
-            grad_input = np.zeros(x4.shape, dtype=x4.dtype)
-            read = np.empty((batch, in_channels, out_h, out_w), dtype=x4.dtype)
+            grad_input = np.empty(x4.shape, dtype=x4.dtype)
+            read = _reused("read", (batch, in_channels, out_h, out_w), x4.dtype)
             _conv2d_fast(gy, _turned(w, groups), zeros, read, (1, 1), (0, 0), (out_h, out_w), dilations, groups)
-            grad_input[:, :, : (out_h - 1) * strides[0] + 1 : strides[0], : (out_w - 1) * strides[1] + 1 : strides[1]] = read
+            _strided_into(read, strides[0], strides[1], grad_input)
         else:  # the transposed convolution with the same stride, its padding `before` cropped off the
             # top and left (as conv_transpose2d's padding does) and its output the input's size
             grad_input = np.empty(x4.shape, dtype=x4.dtype)
