@@ -147,8 +147,8 @@ def _conv2d_weight_tiles(xs, grad_out, flat, blocked, offsets, group_size, group
     (_channel_block, 2L channels contiguous at each position, into a buffer that stays in L1/L2: a
     separate pass wrote and read back 26-51 MB for the stem), or read from `blocked` where that is
     given, laid out once by _channel_blocks before the call (see BLOCKED_BYTES; and where grad_out is
-    a strided view, flat empty: each of several tasks reading it ran 0.92x). Blocks past the last tap repeat it (computed, not written). (No column is thrown
-    away, so an infinite input never meets a 0 that the formula does not have: no exact second pass,
+    a strided view, flat empty: each of several tasks reading it ran 0.92x). Blocks past the last tap
+    repeat it (computed, not written). (No column is thrown away, so an infinite input never meets a 0 that the formula does not have: no exact second pass,
     as the plain loops need.) stride 2: a stride-2 convolution's planes laid out without a stride,
     output row h and column w reading row 2h and column 2w of them (taps12x32s2). `parts`: the samples
     split into that many runs, each a task of its own writing its sums to grad_taps(part) (for the
@@ -185,7 +185,7 @@ def _conv2d_weight_tiles(xs, grad_out, flat, blocked, offsets, group_size, group
         for i in range(starts.size):
             starts[i] = g * group_size + offsets[min(tb0 * TILE_ROWS + i, count - 1)]
         sums = np.zeros((nj, nt * TILE_ROWS, columns), dtype=grad_out.dtype)
-        block = _empty_aligned(per_call * step * unit * columns, grad_out)  # (one run's grad_output, blocked)
+        block = _empty_aligned(0 if blocked.size else per_call * step * unit * columns, grad_out)  # (a run's grad_output)
         last = min(batch, (part + 1) * per_part)
         for n0 in range(part * per_part, last, per_call):
             samples = min(per_call, last - n0)
@@ -218,10 +218,10 @@ def _conv2d_weight_tiles(xs, grad_out, flat, blocked, offsets, group_size, group
 def _channel_block(grad_out, flat, n0, samples, c0, valid, p0, count, into):
     """into((s * count + p) * 2L + c) = grad_output(n0 + s, c0 + c, position p0 + p) for s < samples,
     p < count and c < 2L, 0 where c >= valid: grad_output's positions p0..p0+count of 2L channels,
-    channels contiguous (one vector load reads 2L channels at a position). (The padding channels' sums
-    are thrown away, but left uninitialised they could hold denormals, which slow the multiply-adds.) `flat`: grad_output itself,
+    channels contiguous (one vector load reads 2L channels at a position). `flat`: grad_output itself,
     flat, where it is contiguous (else empty): then L channels x L positions at a time transposed in
-    registers (transpose_lanes), else value by value."""
+    registers (transpose_lanes), else value by value. (The padding channels' sums are thrown away,
+    but left uninitialised they could hold denormals, which slow the multiply-adds.)"""
     channels, out_h, out_w = grad_out.shape[1:]
     length = out_h * out_w
     lanes = 64 // grad_out.itemsize
