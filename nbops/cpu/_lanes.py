@@ -163,44 +163,83 @@ def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
     return signature, codegen
 
 
+def _transposed(v, src_p, sstart, sstride, rows):
+    """The L x L block at src_p + sstart, row i at + i * sstride (rows i >= rows not read: the last
+    one again), transposed in registers: L vectors, vector c holding column c (log2(L) rounds of L
+    shuffles, each swapping one bit of the row index with the same bit of the lane index)."""
+    b, lanes = v.builder, v.lanes
+    last = b.sub(rows, v.const(1))
+    block = []
+    for i in range(lanes):
+        row = b.select(b.icmp_signed("<", v.const(i), rows), v.const(i), last)
+        block.append(b.load(v.at(src_p, b.add(sstart, b.mul(row, sstride))), align=v.size))
+    step = 1
+    while step < lanes:
+        low = [j if not j & step else lanes + j - step for j in range(lanes)]
+        high = [j + step if not j & step else lanes + j for j in range(lanes)]
+        for i in range(lanes):
+            if not i & step:
+                a, c = block[i], block[i + step]
+                block[i] = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(v.i32, lanes), low))
+                block[i + step] = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(v.i32, lanes), high))
+        step *= 2
+    return block
+
+
+def _transpose_typing(source, dst, signature, store):
+    """The typing and codegen of the transposing intrinsics: the block of `_transposed`, then
+    store(v, column c's vector, dst pointer, c, the intrinsic's other arguments) for c < columns."""
+    if not all(isinstance(a, types.Array) for a in (source, dst)) or dst.dtype != source.dtype:
+        return None
+    if source.dtype not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_p, sstart, sstride, dst_p, *rest, rows, columns = intrinsic_arguments(context, builder, signature, args)
+        v = _Lanes(builder, signature.args[0].dtype)
+        block = _transposed(v, src_p, sstart, sstride, rows)
+        mask = v.lanes_below(rows)
+        for c in range(v.lanes):
+            with builder.if_then(builder.icmp_signed("<", v.const(c), columns)):
+                store(v, block[c], dst_p, c, mask, *rest)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
 @intrinsic
 def transpose_lanes(typingctx, source, sstart, sstride, dst, dstart, dstride, rows, columns):
     """dst(dstart + c * dstride + i) = source(sstart + i * sstride + c) for i < rows <= L and
     c < columns <= L: an L x L block transposed in registers (L loads, log2(L) rounds of L shuffles,
     L masked stores), where a gather per column read L cache lines for L values. Rows i >= rows are
     not read."""
-    if not all(isinstance(a, types.Array) for a in (source, dst)) or dst.dtype != source.dtype:
-        return None
-    if source.dtype not in (types.float32, types.float64):
-        return None
+
+    def store(v, values, dst_p, c, mask, dstart, dstride):
+        v.masked_store(values, dst_p, v.builder.add(dstart, v.builder.mul(v.const(c), dstride)), mask)
+
     signature = types.void(source, sstart, sstride, dst, dstart, dstride, rows, columns)
+    return _transpose_typing(source, dst, signature, store)
 
-    def codegen(context, builder, signature, args):
-        src_p, sstart, sstride, dst_p, dstart, dstride, rows, columns = intrinsic_arguments(context, builder, signature, args)
-        v = _Lanes(builder, signature.args[0].dtype)
-        b, lanes = builder, v.lanes
-        last = b.sub(rows, v.const(1))
-        block = []
-        for i in range(lanes):  # (rows past the last read the last again: no read past the block)
-            row = b.select(b.icmp_signed("<", v.const(i), rows), v.const(i), last)
-            block.append(b.load(v.at(src_p, b.add(sstart, b.mul(row, sstride))), align=v.size))
-        step = 1
-        while step < lanes:  # swap bit `step` of the row index with the same bit of the lane index
-            low = [j if not j & step else lanes + j - step for j in range(lanes)]
-            high = [j + step if not j & step else lanes + j for j in range(lanes)]
-            for i in range(lanes):
-                if not i & step:
-                    a, c = block[i], block[i + step]
-                    block[i] = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(v.i32, lanes), low))
-                    block[i + step] = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(v.i32, lanes), high))
-            step *= 2
-        mask = v.lanes_below(rows)
-        for c in range(lanes):
-            with b.if_then(b.icmp_signed("<", v.const(c), columns)):
-                v.masked_store(block[c], dst_p, b.add(dstart, b.mul(v.const(c), dstride)), mask)
-        return context.get_dummy_value()
 
-    return signature, codegen
+@intrinsic
+def transpose_scatter(typingctx, source, sstart, sstride, dst, dstart, dstride, spots, pstart, rows, columns):
+    """dst(dstart + c * dstride + spots(pstart + i)) = source(sstart + i * sstride + c) for i < rows <= L
+    and c < columns <= L: transpose_lanes into places of any spacing (a strided view's positions),
+    each column by one masked scatter (vscatterqps / vscatterqpd)."""
+    if not isinstance(spots, types.Array) or spots.dtype != types.int64:
+        return None
+
+    def store(v, values, dst_p, c, mask, dstart, dstride, spots_p, pstart):
+        b = v.builder
+        index = v.masked_load(v.ints, spots_p, pstart, mask)
+        start = b.add(dstart, b.mul(v.const(c), dstride))
+        offsets = b.mul(b.add(index, v.splat(start)), ir.Constant(v.ints, [v.size] * v.lanes))
+        addresses = b.inttoptr(b.add(v.splat(b.ptrtoint(dst_p, v.i64)), offsets), ir.VectorType(ir.PointerType(), v.lanes))
+        scatter = v.function(f"llvm.masked.scatter.{v.suffix}.v{v.lanes}p0", ir.VoidType(), [v.vector, addresses.type, v.i32, v.masks])
+        b.call(scatter, [values, addresses, ir.Constant(v.i32, v.size), mask])
+
+    signature = types.void(source, sstart, sstride, dst, dstart, dstride, spots, pstart, rows, columns)
+    return _transpose_typing(source, dst, signature, store)
 
 
 @njit(cache=True)

@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _aligned_empty, _empty_aligned, _Lanes, flat_view, gather_lanes, intrinsic_arguments, transpose_lanes
+from ._lanes import _aligned_empty, _empty_aligned, _Lanes, flat_view, gather_lanes, intrinsic_arguments, transpose_lanes, transpose_scatter
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 12  # output channels per tile
@@ -303,7 +303,7 @@ def row7x4s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart
 
 
 @parallel_kernel(cache=True)
-def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, fused, stride, by_block):
+def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, place, spots, plane_w, rows, fused, stride, by_block):
     """conv2d, the formula of _conv2d_tiles (and conv.py's _conv2d_planes), in row tiles: a block's
     weights packed(4L t + c) = taps(g * C_out/groups + 4L b + c, t) (blocks 4L wide), W_out a multiple
     of ROW_TILE. A task is one group, block of 4L channels and `rows` output rows, and one sample, or
@@ -315,8 +315,10 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
     one block's weights from L2 (256->256 3x3 at 14x14: 1.03-1.07x), else sample by sample (a
     sample's planes read from L2: 1x1 kernels at 14x14 ran 0.84-0.93x block by block). For each sample, its sums,
     position-major (4L channels per position) and started at the bias, take each run of ROW_RUN taps
-    tile by tile, then are written to out (L x L blocks transposed in registers, transpose_lanes, where
-    flat_out is out contiguous). stride 2: a stride-2 convolution on planes laid out without a stride
+    tile by tile, then are written to out, L x L blocks transposed in registers, through its flat
+    place (_flat_place: out(n, j, h, w) = flat_out(place(0) + n * place(1) + j * place(2) + h * W_out + w),
+    or + spots(h * W_out + w) where spots is not empty: a transposed convolution's phase, every second
+    row and column of its output). stride 2: a stride-2 convolution on planes laid out without a stride
     (output position (h, w) reads from (2h, 2w) on: row7x4s2), where the phase planes cost 1.2-1.5x a
     copy of the input."""
     batch, out_channels, out_h, out_w = out.shape
@@ -361,20 +363,14 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
                         else:
                             row7x4s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
             valid = min(width, group_out - b * width)
-            if flat_out.size:  # L positions x L channels of the sums at a time, transposed into out's rows
-                plane = out_h * out_w  # (rows h0..h1 of a channel are contiguous in out)
-                for c0 in range(0, valid, lanes):
-                    at = ((n * out_channels + g * group_out + b * width + c0) * out_h + h0) * out_w
-                    for p0 in range(0, positions, lanes):
-                        transpose_lanes(sums, p0 * width + c0, width, flat_out, at + p0, plane, min(lanes, positions - p0), min(lanes, valid - c0))
-            else:
-                for c in range(valid):
-                    j = g * group_out + b * width + c
-                    for h in range(h0, h1):
-                        dst = out[n, j, h]
-                        row = sums[(h - h0) * out_w * width + c :]
-                        for w in range(out_w):
-                            dst[w] = row[w * width]
+            for c0 in range(0, valid, lanes):  # L positions x L channels of the sums at a time, transposed
+                at = place[0] + n * place[1] + (g * group_out + b * width + c0) * place[2]
+                for p0 in range(0, positions, lanes):
+                    count, columns = min(lanes, positions - p0), min(lanes, valid - c0)
+                    if spots.size:  # (out a strided view)
+                        transpose_scatter(sums, p0 * width + c0, width, flat_out, at, place[2], spots, h0 * out_w + p0, count, columns)
+                    else:  # (rows h0..h1 of a channel contiguous in out)
+                        transpose_lanes(sums, p0 * width + c0, width, flat_out, at + h0 * out_w + p0, place[2], count, columns)
 
 
 # ------------------------------------------------------------------------------------------- drivers
@@ -394,6 +390,11 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     # out itself, flat, where the kernels can write it so (contiguous; else empty: they take a buffer)
     flat_out = flat_view(out)
     if row_tiles_fit(out_w, plane_w, group_out, out.itemsize):
+        if min(out.strides) < 0:  # (_flat_place needs increasing addresses)
+            result = np.empty(out.shape, dtype=out.dtype)
+            _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups, bias, result, plane_w, work, tail, stride)
+            out[...] = result
+            return
         blocks = -(-group_out // lanes4)
         # (a block's weights against a sample's planes; 7-wide planes reuse a block's weights least)
         fused = FUSED and count * lanes4 > (1 if out_w == ROW_TILE else 4) * group_size
@@ -403,7 +404,8 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
             packed, packed_bias = _packed(weights, channel_base, tap_index, groups, lanes4, out.dtype, bias)
         split = -(-TILE_TASKS // ((1 if fused else out.shape[0]) * groups * blocks))  # (as below)
         by_block = count * lanes4 > group_size  # (a block's weights against a sample's planes)
-        _conv2d_rows.pick(work)(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, -(-out_h // split), fused, stride, by_block)
+        flat, place, spots = _flat_place(out)
+        _conv2d_rows.pick(work)(xs, tail, packed, weights, channel_base, tap_index, packed_bias, offsets, group_size, groups, out, flat, place, spots, plane_w, -(-out_h // split), fused, stride, by_block)
         return
     packed, packed_bias = _packed(weights, channel_base, tap_index, groups, TILE_ROWS, out.dtype, bias)
     blocks = packed.shape[0] // groups
@@ -420,6 +422,23 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     # (planes as wide as the output: the tiles add to out itself)
     flat_out = flat_out if plane_w == out_w else flat_out[:0]
     _conv2d_tiles.pick(work)(xs, tail, packed, packed_bias, offsets, group_size, groups, out, flat_out, plane_w, rows, chunk, run)
+
+
+def _flat_place(out):
+    """out (N, C, H, W) through one flat array: (flat, place, spots) with out(n, j, h, w) =
+    flat(place(0) + n * place(1) + j * place(2) + spots(h * W + w)), spots empty where each plane of out
+    is contiguous (then its own order, h * W + w). flat is out itself where out is contiguous, else a
+    1-D view of the memory from out's first element to its last (strides >= 0)."""
+    height, width = out.shape[2:]
+    if out.flags.c_contiguous:
+        return out.reshape(-1), np.array([0, out[0].size, height * width], dtype=np.int64), np.empty(0, dtype=np.int64)
+    steps = [stride // out.itemsize for stride in out.strides]
+    span = 1 + sum((size - 1) * step for size, step in zip(out.shape, steps))
+    flat = np.lib.stride_tricks.as_strided(out, shape=(span,), strides=(out.itemsize,))
+    spots = np.empty(0, dtype=np.int64)
+    if steps[3] != 1 or steps[2] != width:
+        spots = (np.arange(height)[:, None] * steps[2] + np.arange(width) * steps[3]).reshape(-1).astype(np.int64)
+    return flat, np.array([0, steps[0], steps[1]], dtype=np.int64), spots
 
 
 def row_tiles_fit(out_w, plane_w, group_out, itemsize):
