@@ -163,16 +163,19 @@ def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
     return signature, codegen
 
 
-def _transposed(v, src_p, sstart, sstride, rows):
-    """The L x L block at src_p + sstart, row i at + i * sstride (rows i >= rows not read: the last
-    one again), transposed in registers: L vectors, vector c holding column c (log2(L) rounds of L
-    shuffles, each swapping one bit of the row index with the same bit of the lane index)."""
+def _transposed(v, src_p, sstart, sstride, rows, columns):
+    """The L x L block at src_p + sstart, row i at + i * sstride, transposed in registers: L vectors,
+    vector c holding column c (log2(L) rounds of L shuffles, each swapping one bit of the row index
+    with the same bit of the lane index). Only rows i < rows and columns c < columns are read (masked
+    loads, rows past the last reading it again): a block at the end of an array reads nothing past
+    it."""
     b, lanes = v.builder, v.lanes
     last = b.sub(rows, v.const(1))
+    within = v.lanes_below(columns)
     block = []
     for i in range(lanes):
         row = b.select(b.icmp_signed("<", v.const(i), rows), v.const(i), last)
-        block.append(b.load(v.at(src_p, b.add(sstart, b.mul(row, sstride))), align=v.size))
+        block.append(v.masked_load(v.vector, src_p, b.add(sstart, b.mul(row, sstride)), within))
     step = 1
     while step < lanes:
         low = [j if not j & step else lanes + j - step for j in range(lanes)]
@@ -197,7 +200,7 @@ def _transpose_typing(source, dst, signature, store):
     def codegen(context, builder, signature, args):
         src_p, sstart, sstride, dst_p, *rest, rows, columns = intrinsic_arguments(context, builder, signature, args)
         v = _Lanes(builder, signature.args[0].dtype)
-        block = _transposed(v, src_p, sstart, sstride, rows)
+        block = _transposed(v, src_p, sstart, sstride, rows, columns)
         mask = v.lanes_below(rows)
         for c in range(v.lanes):
             with builder.if_then(builder.icmp_signed("<", v.const(c), columns)):

@@ -208,10 +208,13 @@ def _strided_into(y, sh, sw, out):
                 continue
             values = y[n, c, h]
             if sw == 2:
-                for w in range(width):
+                pairs = min(width, out_w // 2)  # (an odd W_out ends with a value alone)
+                for w in range(pairs):
                     row[2 * w] = values[w]
                     row[2 * w + 1] = 0
-                row[2 * width :] = 0
+                row[2 * pairs :] = 0
+                if pairs < width:
+                    row[2 * pairs] = values[pairs]
             else:
                 row[:] = 0
                 for w in range(width):
