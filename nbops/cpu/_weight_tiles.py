@@ -274,7 +274,9 @@ def _channel_blocks(grad_out, flat, groups, grads):
 # ------------------------------------------------------------------------------------------- drivers
 
 
-WEIGHT_RUN = 256  # positions (of one sample or several) per taps12x32 call of _conv2d_weight_tiles
+# positions (of one sample or several) per taps12x32 call of _conv2d_weight_tiles (512 against 256:
+# 1.00-1.24x on the ResNets' layers, most on 1x1 at 56x56; 768 no better)
+WEIGHT_RUN = 512
 WEIGHT_JCHUNK = 4  # blocks of channels per task of _conv2d_weight_tiles for 1x1 kernels (else 1)
 # grad_output in blocks of 2L channels up to this size is laid out before _conv2d_weight_tiles, once
 # (above it, each task lays out its runs, in L1/L2: the stem 1.21-1.36x, 256->128 1x1 56x56 1.07-1.14x;
