@@ -277,6 +277,7 @@ def _channel_blocks(grad_out, flat, groups, grads):
 # positions (of one sample or several) per taps12x32 call of _conv2d_weight_tiles (512 against 256:
 # 1.00-1.24x on the ResNets' layers, most on 1x1 at 56x56; 768 no better)
 WEIGHT_RUN = 512
+WEIGHT_TCHUNK = 16  # blocks of twelve taps per task of _conv2d_weight_tiles at most (8: 0.93-1.04x, 32: 0.97-1.07x)
 WEIGHT_JCHUNK = 4  # blocks of channels per task of _conv2d_weight_tiles for 1x1 kernels (else 1)
 # grad_output in blocks of 2L channels up to this size is laid out before _conv2d_weight_tiles, once
 # (above it, each task lays out its runs, in L1/L2: the stem 1.21-1.36x, 256->128 1x1 56x56 1.07-1.14x;
@@ -295,7 +296,7 @@ def _run_weight_tiles(xs, grad4, offsets, group_size, groups, plane_w, grad, poi
     jblocks = -(-channels // groups // (128 // grad4.itemsize))  # (blocks of 2L channels per group)
     work = grad.size * batch * rows * out_w // 32  # (multiply-adds / 32: conv.py's _conv_work)
     tblocks = -(-offsets.size // TILE_ROWS)
-    tchunk = min(tblocks, 16)
+    tchunk = min(tblocks, WEIGHT_TCHUNK)
     tasks = groups * -(-tblocks // tchunk)
     # (at least TILE_TASKS tasks where the blocks allow)
     jchunk = min(WEIGHT_JCHUNK, max(1, jblocks // -(-TILE_TASKS // tasks))) if pointwise else 1
