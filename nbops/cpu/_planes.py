@@ -193,29 +193,19 @@ def _interleave_phases(y, bias, sh, sw, out):
 def _strided_into(y, sh, sw, out):
     """out(n, c, sh * h, sw * w) = y(n, c, h, w) for h < H, w < W of y, and 0 at every other position
     of out: the input gradient of a 1x1 convolution with a stride (conv.py), written in one pass (zeros
-    first and then the values every sh rows and sw columns took 1.6-2x as long). A task is one sample
-    and channel; stride 2 in width writes a value and a zero in one loop."""
-    batch, channels, out_h, out_w = out.shape
+    first and then the values every sh rows and sw columns, two passes over memory, took 1.6-2x as
+    long). A task is one sample and channel; each row is zeroed, then gets its values while it is in
+    L1 (as fast as one loop writing values and zeros at stride 2: 0.85-1.7x it)."""
+    batch, channels, out_h = out.shape[:3]
     height, width = y.shape[2], y.shape[3]
     for task in prange(batch * channels):
         n = task // channels
         c = task - n * channels
         for r in range(out_h):
             row = out[n, c, r]
+            row[:] = 0
             h = r // sh
-            if r - h * sh or h >= height:
-                row[:] = 0
-                continue
-            values = y[n, c, h]
-            if sw == 2:
-                pairs = min(width, out_w // 2)  # (an odd W_out ends with a value alone)
-                for w in range(pairs):
-                    row[2 * w] = values[w]
-                    row[2 * w + 1] = 0
-                row[2 * pairs :] = 0
-                if pairs < width:
-                    row[2 * pairs] = values[pairs]
-            else:
-                row[:] = 0
+            if r - h * sh == 0 and h < height:
+                values = y[n, c, h]
                 for w in range(width):
                     row[sw * w] = values[w]
