@@ -189,9 +189,10 @@ def _transposed(v, src_p, sstart, sstride, rows, columns):
     return block
 
 
-def _transpose_typing(source, dst, signature, store):
+def _transpose_typing(source, dst, signature, column_store):
     """The typing and codegen of the transposing intrinsics: the block of `_transposed`, then
-    store(v, column c's vector, dst pointer, c, the intrinsic's other arguments) for c < columns."""
+    store(c, column c's vector) for c < columns, store = column_store(v, dst pointer, mask of the rows,
+    the intrinsic's other arguments) (what all columns share is computed there, once)."""
     if not all(isinstance(a, types.Array) for a in (source, dst)) or dst.dtype != source.dtype:
         return None
     if source.dtype not in (types.float32, types.float64):
@@ -201,10 +202,10 @@ def _transpose_typing(source, dst, signature, store):
         src_p, sstart, sstride, dst_p, *rest, rows, columns = intrinsic_arguments(context, builder, signature, args)
         v = _Lanes(builder, signature.args[0].dtype)
         block = _transposed(v, src_p, sstart, sstride, rows, columns)
-        mask = v.lanes_below(rows)
+        store = column_store(v, dst_p, v.lanes_below(rows), *rest)
         for c in range(v.lanes):
             with builder.if_then(builder.icmp_signed("<", v.const(c), columns)):
-                store(v, block[c], dst_p, c, mask, *rest)
+                store(c, block[c])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -217,11 +218,11 @@ def transpose_lanes(typingctx, source, sstart, sstride, dst, dstart, dstride, ro
     L masked stores), where a gather per column read L cache lines for L values. Rows i >= rows are
     not read."""
 
-    def store(v, values, dst_p, c, mask, dstart, dstride):
-        v.masked_store(values, dst_p, v.builder.add(dstart, v.builder.mul(v.const(c), dstride)), mask)
+    def column_store(v, dst_p, mask, dstart, dstride):
+        return lambda c, values: v.masked_store(values, dst_p, v.builder.add(dstart, v.builder.mul(v.const(c), dstride)), mask)
 
     signature = types.void(source, sstart, sstride, dst, dstart, dstride, rows, columns)
-    return _transpose_typing(source, dst, signature, store)
+    return _transpose_typing(source, dst, signature, column_store)
 
 
 @intrinsic
@@ -232,17 +233,21 @@ def transpose_scatter(typingctx, source, sstart, sstride, dst, dstart, dstride, 
     if not isinstance(spots, types.Array) or spots.dtype != types.int64:
         return None
 
-    def store(v, values, dst_p, c, mask, dstart, dstride, spots_p, pstart):
+    def column_store(v, dst_p, mask, dstart, dstride, spots_p, pstart):
         b = v.builder
-        index = v.masked_load(v.ints, spots_p, pstart, mask)
-        start = b.add(dstart, b.mul(v.const(c), dstride))
-        offsets = b.mul(b.add(index, v.splat(start)), ir.Constant(v.ints, [v.size] * v.lanes))
-        addresses = b.inttoptr(b.add(v.splat(b.ptrtoint(dst_p, v.i64)), offsets), ir.VectorType(ir.PointerType(), v.lanes))
-        scatter = v.function(f"llvm.masked.scatter.{v.suffix}.v{v.lanes}p0", ir.VoidType(), [v.vector, addresses.type, v.i32, v.masks])
-        b.call(scatter, [values, addresses, ir.Constant(v.i32, v.size), mask])
+        # the rows' places, in bytes from dst_p + dstart (loaded once for the block's columns)
+        places = b.add(v.masked_load(v.ints, spots_p, pstart, mask), v.splat(dstart))
+        places = b.add(v.splat(b.ptrtoint(dst_p, v.i64)), b.mul(places, ir.Constant(v.ints, [v.size] * v.lanes)))
+        scatter = v.function(f"llvm.masked.scatter.{v.suffix}.v{v.lanes}p0", ir.VoidType(), [v.vector, ir.VectorType(ir.PointerType(), v.lanes), v.i32, v.masks])
+
+        def store(c, values):  # column c: dstride * c elements further
+            column = b.add(places, v.splat(b.mul(v.const(c * v.size), dstride)))
+            b.call(scatter, [values, b.inttoptr(column, ir.VectorType(ir.PointerType(), v.lanes)), ir.Constant(v.i32, v.size), mask])
+
+        return store
 
     signature = types.void(source, sstart, sstride, dst, dstart, dstride, spots, pstart, rows, columns)
-    return _transpose_typing(source, dst, signature, store)
+    return _transpose_typing(source, dst, signature, column_store)
 
 
 @njit(cache=True)
