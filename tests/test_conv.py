@@ -31,10 +31,11 @@ CONV_CASES = [
 def conv_path(path):
     """Run conv2d through one of its kernels whatever the plane size: 'tiles' (the register tiles, both
     dtypes; the weight gradient's tasks lay out their own runs of grad_output), 'winograd' (F(2x2, 3x3)
-    for 3x3 kernels at stride 1 whatever their channels and batch, the register tiles for the others,
+    for 3x3 kernels at stride 1 and its twin S2 at stride 2 whatever their channels, batch and output
+    size, the register tiles for the others,
     with grad_output laid out before the weight gradient's tiles, as for small layers), 'planes' or
     'pixels' (the plain loops)."""
-    names = [(_winograd, "WINOGRAD"), (_winograd, "WINOGRAD_CHANNELS"), (_winograd, "WINOGRAD_BLOCKS"),
+    names = [(_winograd, "WINOGRAD"), (_winograd, "WINOGRAD_CHANNELS"), (_winograd, "WINOGRAD_BLOCKS"), (_winograd, "STRIDED_SIZE"),
              (_winograd_grad, "WEIGHT_CHANNELS"), (_winograd_grad, "SPLIT_CHANNELS"), (_winograd_grad, "WEIGHT_BLOCKS")]
     saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, _weight_tiles.BLOCKED_BYTES, [getattr(module, name) for module, name in names]
     cpu_conv.TILED = path in ("tiles", "winograd")
@@ -213,10 +214,10 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
 @pytest.mark.parametrize("fused", [True, False])
 def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
     """F(2x2, 3x3) (nbops/cpu/_winograd.py, _winograd_grad.py) whatever the channels and batch, panel
-    by panel (`fused`: _winograd_fused, _winograd_weight_fused) and step by step: conv2d, its input and weight gradients (the input
-    gradient a correlation with the kernel turned, the weight gradient 16 products over the blocks and
-    G^T dU G) and conv_transpose2d at stride 1, against torch and against the plain loops; and into an
-    output that is a strided view."""
+    by panel (`fused`: _winograd_fused, _winograd_weight_fused) and step by step: conv2d, its input and
+    weight gradients (the input gradient a correlation with the kernel turned, the weight gradient 16
+    products over the blocks and G^T dU G) and conv_transpose2d at stride 1, and conv2d at stride 2
+    (S2), against torch and against the plain loops; and into an output that is a strided view."""
     monkeypatch.setattr(_winograd, "FUSED", fused)
     monkeypatch.setattr(_winograd_grad, "FUSED", fused)
     x = randn((batch, cin) + size, dtype, seed=cin)
@@ -225,24 +226,54 @@ def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
     wt = randn((cin, cout, 3, 3), dtype, seed=5) / (3 * cin**0.5)
     tpad = min(padding, 2) if isinstance(padding, int) else padding
     with conv_path("planes"):
-        loops = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad)
+        loops = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad), nbops.conv2d(x, w, b, 2, padding)
     with conv_path("winograd"):
-        mine = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad)
-        expected = F.conv2d(x, w, b, 1, padding), F.conv_transpose2d(x, wt, b, 1, tpad)
+        mine = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad), nbops.conv2d(x, w, b, 2, padding)
+        expected = F.conv2d(x, w, b, 1, padding), F.conv_transpose2d(x, wt, b, 1, tpad), F.conv2d(x, w, b, 2, padding)
         for ours, plain, theirs in zip(mine, loops, expected):
             assert_same(ours, theirs, SUM_TOL[dtype])
             assert_same(ours, plain, SUM_TOL[dtype])
         # (out a strided view: the outputs are computed aside and copied in)
         wide = np.full(expected[0].shape[:3] + (expected[0].shape[3] + 1,), 7.0, dtype=x.numpy().dtype)
         pads = (padding,) * 2 if isinstance(padding, int) else padding
-        _winograd.run_winograd(x.numpy(), w.numpy(), b.numpy(), wide[..., 1:], pads)
+        assert _winograd.run_winograd(x.numpy(), w.numpy(), b.numpy(), wide[..., 1:], pads)
         assert_same(torch.from_numpy(wide[..., 1:]), expected[0], SUM_TOL[dtype])
+        assert (wide[..., 0] == 7.0).all()
+        wide = np.full(expected[2].shape[:3] + (expected[2].shape[3] + 1,), 7.0, dtype=x.numpy().dtype)
+        assert _winograd.run_winograd(x.numpy(), w.numpy(), b.numpy(), wide[..., 1:], pads, stride=2)
+        assert_same(torch.from_numpy(wide[..., 1:]), expected[2], SUM_TOL[dtype])
         assert (wide[..., 0] == 7.0).all()
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         grads = torch.autograd.grad(nbops.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
         expected = torch.autograd.grad(F.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
         for ours, theirs in zip(grads, expected):
             assert_same(ours, theirs, SUM_TOL[dtype])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_winograd_infinite_input(stride, fused, monkeypatch):
+    """Winograd's transforms take differences of inputs (d0 - d2): an infinite input gives inf - inf =
+    NaN there, where the direct sum is infinite. run_winograd says when it stored a NaN, and conv2d,
+    its gradients and conv_transpose2d then take the direct sums: the same infinities as torch's, with
+    an infinity in each phase of a block (and positive weights: no inf - inf in torch's sums)."""
+    monkeypatch.setattr(_winograd, "FUSED", fused)
+    monkeypatch.setattr(_winograd_grad, "FUSED", fused)
+    x = randn((2, 6, 12, 12), seed=1)
+    for n, (h, v) in enumerate([(4, 4), (5, 6), (6, 5), (7, 7)]):
+        x[n % 2, n, h, v] = float("inf")
+    w = randn((5, 6, 3, 3), seed=2).abs()
+    wt = randn((6, 5, 3, 3), seed=3).abs()
+    with conv_path("winograd"):
+        out = np.empty(F.conv2d(x, w, None, stride, 1).shape, dtype=np.float32)
+        assert not _winograd.run_winograd(x.numpy(), w.numpy(), np.zeros(5, np.float32), out, (1, 1), stride=stride)
+        assert_same(nbops.conv2d(x, w, None, stride, 1), F.conv2d(x, w, None, stride, 1), SUM_TOL[torch.float32])
+        assert_same(nbops.conv_transpose2d(x, wt, None, 1, 1), F.conv_transpose2d(x, wt, None, 1, 1), SUM_TOL[torch.float32])
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        grads = torch.autograd.grad(nbops.conv2d(xg, wg, None, stride, 1).sum(), (xg, wg))
+        expected = torch.autograd.grad(F.conv2d(xg, wg, None, stride, 1).sum(), (xg, wg))
+        for ours, theirs in zip(grads, expected):
+            assert_same(ours, theirs, SUM_TOL[torch.float32])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -29,6 +29,21 @@ and M in L2 and L1. The weight gradient turns it round (nbops/cpu/_winograd_grad
 sum_tiles Z(e, j, tile) V(e, c, tile) with Z = A dY A^T, and grad_weight(j, c) = G^T dU(:, j, c) G.
 The rounding differs from the direct sum's by the transforms' additions (a few units in the last
 place of the largest terms); the tests compare this path with torch and with the plain loops.
+
+At stride 2 (S2), one output row reads three input rows 2y, 2y + 1, 2y + 2. In one dimension, two
+outputs read a patch d0..d4: y0 = g0 d0 + g1 d1 + g2 d2, y1 = g0 d2 + g1 d3 + g2 d4. The even taps g0,
+g2 on d0, d2, d4 are F(2, 2) (three products), the odd tap g1 on d1, d3 is two more: five, not six,
+
+    B^T = [1  0 -1  0  0]      G = [1  0  0]      A^T = [1  1  0  1  0]
+          [0  0  1  0  0]          [1  0  1]            [0  1  1  0  1]
+          [0  0 -1  0  1]          [0  0  1]
+          [0  1  0  0  0]          [0  1  0]
+          [0  0  0  1  0]          [0  1  0]
+
+(y0 = g0 (d0 - d2) + (g0 + g2) d2 + g1 d1, y1 = (g0 + g2) d2 + g2 (d4 - d2) + g1 d3), and in two
+dimensions 25 products for a 2x2 block, not 36: the same steps with 5x5 patches at (4y, 4x), 25
+entries, and G's last two rows equal, so that U has 16 distinct entries (_entry). F23 and S2 below
+hold the three matrices; the intrinsics are generated from them.
 """
 
 import numpy as np
@@ -52,6 +67,89 @@ def _arrays_typing(arrays):
     return all(isinstance(a, types.Array) for a in arrays) and arrays[0].dtype in (types.float32, types.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
 
 
+# Winograd's transforms, one 1-D algorithm per kind, applied to a block's rows and then to its columns:
+# B^T (P x P: input patch -> entries), G (P x 3: kernel -> entries), A^T (2 x P: entries -> 2 outputs)
+# with entries 0, +-1 and +-1/2, and the spacing of the blocks' patches in the input (STEP: 2 outputs
+# of stride s, 2s columns). F23 is F(2, 3); S2 is the stride-2 twin (see the top of this file).
+F23 = {
+    "B": ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+    "G": ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+    "A": ((1, 1, 1, 0), (0, 1, -1, -1)),
+    "step": 2,
+}
+S2 = {
+    "B": ((1, 0, -1, 0, 0), (0, 0, 1, 0, 0), (0, 0, -1, 0, 1), (0, 1, 0, 0, 0), (0, 0, 0, 1, 0)),
+    "G": ((1, 0, 0), (1, 0, 1), (0, 0, 1), (0, 1, 0)),  # (and a fifth row, the fourth again: see _entry)
+    "A": ((1, 1, 0, 1, 0), (0, 1, 1, 0, 1)),
+    "step": 4,
+}
+
+
+def _combine(b, coefficients, values, half):
+    """sum_k coefficients[k] * values[k] (coefficients 0, +-1, or +-1/2 for all the non-zero ones: then
+    `half` times the sum of +-values), from the first positive term on, the others in order."""
+    terms = [(c, value) for c, value in zip(coefficients, values) if c]
+    first = next(i for i, (c, _) in enumerate(terms) if c > 0)
+    total = terms[first][1]
+    for i, (c, value) in enumerate(terms):
+        if i != first:
+            total = b.fadd(total, value) if c > 0 else b.fsub(total, value)
+    return b.fmul(half, total) if abs(terms[0][0]) == 0.5 else total
+
+
+def _deinterleave(b, vectors, phase, lanes):
+    """Lanes phase, phase + s, phase + 2s, ... of the s = len(vectors) (a power of 2) vectors side by
+    side: s/2 shuffles of even or odd lanes of pairs, then of their results."""
+    i32 = ir.IntType(32)
+    while len(vectors) > 1:
+        order = ir.Constant(ir.VectorType(i32, lanes), [2 * q + phase % 2 for q in range(lanes)])
+        vectors = [b.shuffle_vector(vectors[j], vectors[j + 1], order) for j in range(0, len(vectors), 2)]
+        phase //= 2
+    return vectors[0]
+
+
+def _in_typing(kind, src, first, width, row, height, column, count, V, vstart, vstride):
+    """winograd_in for the transforms `kind` (F23, S2): P x P patches spaced kind["step"] columns."""
+    if not _arrays_typing((src, V)):
+        return None
+    signature = types.void(src, first, width, row, height, column, count, V, vstart, vstride)
+    transform, step = kind["B"], kind["step"]
+    size = len(transform)
+
+    def codegen(context, builder, signature, args):
+        src_p, first, width, row, height, column, count, v_p, vstart, vstride = intrinsic_arguments(context, builder, signature, args)
+        v, b = _Lanes(builder, signature.args[0].dtype), builder
+        lanes = v.lanes
+        nothing = ir.Constant(v.masks, [0] * lanes)
+        shifts = sorted({q - q % step for q in range(size)})  # (patch columns q come in step-wide runs)
+        inside = {}  # (lanes k of the step L columns column + shift + k: inside the plane and the blocks)
+        for shift in shifts:
+            for h in range(step):
+                k = ir.Constant(v.ints, [h * lanes + q for q in range(lanes)])
+                at = b.add(k, v.splat(b.add(column, v.const(shift))))
+                ok = b.and_(b.icmp_signed(">=", at, v.splat(v.const(0))), b.icmp_signed("<", at, v.splat(width)))
+                inside[shift, h] = b.and_(ok, b.icmp_signed("<", k, v.splat(b.mul(count, v.const(step)))))
+        rows = []  # rows[r][q]: column q of row r of the L patches
+        for r in range(size):
+            at = b.add(row, v.const(r))
+            valid = b.and_(b.icmp_signed(">=", at, v.const(0)), b.icmp_signed("<", at, height))
+            start = b.add(b.add(first, b.mul(at, width)), column)
+            loaded = {
+                shift: [v.masked_load(v.vector, src_p, b.add(start, v.const(shift + h * lanes)), b.select(valid, inside[shift, h], nothing)) for h in range(step)]
+                for shift in shifts
+            }
+            rows.append([_deinterleave(b, loaded[q - q % step], q % step, lanes) for q in range(size)])
+        half = ir.Constant(v.vector, [0.5] * lanes)
+        mask = v.lanes_below(count)
+        for k in range(size):  # B^T d (row k), times B (entry l of it)
+            combined = [_combine(b, transform[k], [rows[r][q] for r in range(size)], half) for q in range(size)]
+            for l in range(size):
+                v.masked_store(_combine(b, transform[l], combined, half), v_p, b.add(vstart, b.mul(vstride, v.const(size * k + l))), mask)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
 @intrinsic
 def winograd_in(typingctx, src, first, width, row, height, column, count, V, vstart, vstride):
     """V(vstart + e * vstride + i) = (B^T d_i B)(k, l), e = 4k + l, for i < count <= L blocks side by
@@ -59,48 +157,44 @@ def winograd_in(typingctx, src, first, width, row, height, column, count, V, vst
     `height` rows of `width` (from `first`) at (row, column + 2i), zero where that falls outside it (the
     padding: those lanes are not read). Each patch row: four masked loads of L values, split into
     even and odd columns (shuffles); then 48 adds and 16 masked stores."""
-    if not _arrays_typing((src, V)):
+    return _in_typing(F23, src, first, width, row, height, column, count, V, vstart, vstride)
+
+
+@intrinsic
+def winograd_in2(typingctx, src, first, width, row, height, column, count, V, vstart, vstride):
+    """winograd_in for S2: V(vstart + e * vstride + i) = (B^T d_i B)(k, l), e = 5k + l, d_i the 5x5
+    patches at (row, column + 4i). Each patch row: eight masked loads of L values (columns 0-3 of the
+    patches and, four columns on, their column 4), split four ways (shuffles); then 20 subtractions and
+    25 masked stores."""
+    return _in_typing(S2, src, first, width, row, height, column, count, V, vstart, vstride)
+
+
+def _out_typing(kind, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w):
+    """winograd_out for the transforms `kind` (F23, S2): P x P entries to 2 x 2 outputs."""
+    if not _arrays_typing((M, bias, out)):
         return None
-    signature = types.void(src, first, width, row, height, column, count, V, vstart, vstride)
+    signature = types.int64(M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
+    transform = kind["A"]
+    size = len(transform[0])
 
     def codegen(context, builder, signature, args):
-        src_p, first, width, row, height, column, count, v_p, vstart, vstride = intrinsic_arguments(context, builder, signature, args)
+        m_p, mstart, mstride, count, bias_p, j, out_p, top, valid_top, valid_bottom, out_w = intrinsic_arguments(context, builder, signature, args)
         v, b = _Lanes(builder, signature.args[0].dtype), builder
-        lanes, i32 = v.lanes, ir.IntType(32)
-        nothing = ir.Constant(v.masks, [0] * lanes)
-        inside = []  # (lanes k of the 2L columns column + shift + k, shift 0 and 2: inside the plane and the blocks)
-        for shift in (0, 2):
-            for half in (0, lanes):
-                k = ir.Constant(v.ints, [half + q for q in range(lanes)])
-                at = b.add(k, v.splat(b.add(column, v.const(shift))))
-                ok = b.and_(b.icmp_signed(">=", at, v.splat(v.const(0))), b.icmp_signed("<", at, v.splat(width)))
-                inside.append(b.and_(ok, b.icmp_signed("<", k, v.splat(b.mul(count, v.const(2))))))
-        evens = ir.Constant(ir.VectorType(i32, lanes), [2 * q for q in range(lanes)])
-        odds = ir.Constant(ir.VectorType(i32, lanes), [2 * q + 1 for q in range(lanes)])
-        rows = []  # rows[r][q]: column q of row r of the L patches
-        for r in range(4):
-            at = b.add(row, v.const(r))
-            valid = b.and_(b.icmp_signed(">=", at, v.const(0)), b.icmp_signed("<", at, height))
-            start = b.add(b.add(first, b.mul(at, width)), column)
-            values = []
-            for n, shift in enumerate((0, 2)):
-                low, high = (
-                    v.masked_load(v.vector, src_p, b.add(start, v.const(shift + half)), b.select(valid, inside[2 * n + h], nothing))
-                    for h, half in enumerate((0, lanes))
-                )
-                values += [b.shuffle_vector(low, high, evens), b.shuffle_vector(low, high, odds)]
-            rows.append(values)
-        combined = [  # B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (each four columns)
-            [b.fsub(rows[0][q], rows[2][q]) for q in range(4)],
-            [b.fadd(rows[1][q], rows[2][q]) for q in range(4)],
-            [b.fsub(rows[2][q], rows[1][q]) for q in range(4)],
-            [b.fsub(rows[1][q], rows[3][q]) for q in range(4)],
-        ]
-        mask = v.lanes_below(count)
-        for k, c in enumerate(combined):  # times B: columns c0 - c2, c1 + c2, c2 - c1, c1 - c3
-            for l, value in enumerate((b.fsub(c[0], c[2]), b.fadd(c[1], c[2]), b.fsub(c[2], c[1]), b.fsub(c[1], c[3]))):
-                v.masked_store(value, v_p, b.add(vstart, b.mul(vstride, v.const(4 * k + l))), mask)
-        return context.get_dummy_value()
+        lanes, mask = v.lanes, v.lanes_below(count)
+        m = [v.masked_load(v.vector, m_p, b.add(mstart, b.mul(mstride, v.const(e))), mask) for e in range(size * size)]
+        offset = v.broadcast(bias_p, j)
+        i32 = ir.IntType(32)
+        nans = ir.Constant(v.masks, [0] * lanes)  # (lanes that stored a NaN)
+        for a, valid, at in ((0, valid_top, top), (1, valid_bottom, b.add(top, out_w))):
+            row = [_combine(b, transform[a], [m[size * r + q] for r in range(size)], None) for q in range(size)]  # row a of A^T m
+            left, right = (b.fadd(_combine(b, transform[c], row, None), offset) for c in range(2))  # times A
+            for half in range(2):  # (output columns 2i and 2i + 1 interleaved: L per store)
+                order = [half * lanes // 2 + q // 2 + (lanes if q % 2 else 0) for q in range(lanes)]
+                pairs = b.shuffle_vector(left, right, ir.Constant(ir.VectorType(i32, lanes), order))
+                stored = v.lanes_below(b.sub(valid, v.const(half * lanes)))
+                v.masked_store(pairs, out_p, b.add(at, v.const(half * lanes)), stored)
+                nans = b.or_(nans, b.and_(stored, b.fcmp_unordered("uno", pairs, pairs)))
+        return b.zext(b.icmp_unsigned("!=", b.bitcast(nans, ir.IntType(lanes)), ir.Constant(ir.IntType(lanes), 0)), v.i64)
 
     return signature, codegen
 
@@ -109,42 +203,25 @@ def winograd_in(typingctx, src, first, width, row, height, column, count, V, vst
 def winograd_out(typingctx, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w):
     """For i < count <= L blocks side by side, m_i(e) = M(mstart + e * mstride + i): out(top + 2i + b)
     = bias(j) + (A^T m_i A)(0, b) and out(top + out_w + 2i + b) = bias(j) + (A^T m_i A)(1, b), only the
-    first valid_top and valid_bottom values of the two rows (0: none). Vectors of L blocks: 16 masked
-    loads, the sums, two interleaves per row and four masked stores."""
-    if not _arrays_typing((M, bias, out)):
-        return None
-    signature = types.void(M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
-
-    def codegen(context, builder, signature, args):
-        m_p, mstart, mstride, count, bias_p, j, out_p, top, valid_top, valid_bottom, out_w = intrinsic_arguments(context, builder, signature, args)
-        v, b = _Lanes(builder, signature.args[0].dtype), builder
-        lanes, mask = v.lanes, v.lanes_below(count)
-        m = [v.masked_load(v.vector, m_p, b.add(mstart, b.mul(mstride, v.const(e))), mask) for e in range(16)]
-        s = [b.fadd(b.fadd(m[q], m[4 + q]), m[8 + q]) for q in range(4)]  # A^T m: rows m0 + m1 + m2, m1 - m2 - m3
-        t = [b.fsub(b.fsub(m[4 + q], m[8 + q]), m[12 + q]) for q in range(4)]
-        offset = v.broadcast(bias_p, j)
-        i32 = ir.IntType(32)
-        for row, valid, at in ((s, valid_top, top), (t, valid_bottom, b.add(top, out_w))):
-            left = b.fadd(b.fadd(b.fadd(row[0], row[1]), row[2]), offset)  # times A: columns c0 + c1 + c2, c1 - c2 - c3
-            right = b.fadd(b.fsub(b.fsub(row[1], row[2]), row[3]), offset)
-            for half in range(2):  # (output columns 2i and 2i + 1 interleaved: L per store)
-                order = [half * lanes // 2 + q // 2 + (lanes if q % 2 else 0) for q in range(lanes)]
-                pairs = b.shuffle_vector(left, right, ir.Constant(ir.VectorType(i32, lanes), order))
-                v.masked_store(pairs, out_p, b.add(at, v.const(half * lanes)), v.lanes_below(b.sub(valid, v.const(half * lanes))))
-        return context.get_dummy_value()
-
-    return signature, codegen
+    first valid_top and valid_bottom values of the two rows (0: none); returns 1 where it stored a NaN,
+    else 0. Vectors of L blocks: 16 masked loads, the sums, two interleaves per row and four masked
+    stores."""
+    return _out_typing(F23, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
 
 
 @intrinsic
-def winograd_weights(typingctx, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
-    """packed(pstart + e * pstride + i) = (G g_i G^T)(k, l), e = 4k + l, for lanes i < count <= L, where
-    g_i(m, l) = w(base + i * lane_stride + (3m + l) * tap_step): one input channel of L output channels
-    (tap_step -1 from the last tap: the turned kernel of an input gradient). 9 masked gathers, the
-    transform, 16 masked stores."""
+def winograd_out2(typingctx, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w):
+    """winograd_out for S2: 25 entries m_i(e), e = 5k + l, per block."""
+    return _out_typing(S2, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
+
+
+def _weights_typing(kind, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
+    """winograd_weights for the transforms `kind` (F23, S2): P x P entries of each 3x3 kernel."""
     if not _arrays_typing((w, packed)):
         return None
     signature = types.void(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+    transform = kind["G"]
+    size = len(transform)
 
     def codegen(context, builder, signature, args):
         w_p, base, lane_stride, tap_step, count, packed_p, pstart, pstride = intrinsic_arguments(context, builder, signature, args)
@@ -159,26 +236,39 @@ def winograd_weights(typingctx, w, base, lane_stride, tap_step, count, packed, p
             addresses = b.inttoptr(b.add(origin, b.mul(index, v.splat(v.const(v.size)))), ir.VectorType(ir.PointerType(), lanes))
             g.append(b.call(gather, [addresses, ir.Constant(v.i32, v.size), mask, v.zero]))
         half = ir.Constant(v.vector, [0.5] * lanes)
-
-        def transform(a0, a1, a2):  # (a0, (a0 + a1 + a2) / 2, (a0 - a1 + a2) / 2, a2): G times a column of three
-            return a0, b.fmul(half, b.fadd(b.fadd(a0, a1), a2)), b.fmul(half, b.fadd(b.fsub(a0, a1), a2)), a2
-
-        columns = [transform(g[l], g[3 + l], g[6 + l]) for l in range(3)]  # G g, column by column
-        for k in range(4):
-            for l, value in enumerate(transform(columns[0][k], columns[1][k], columns[2][k])):  # row k of G g, times G^T
-                v.masked_store(value, packed_p, b.add(pstart, b.mul(pstride, v.const(4 * k + l))), mask)
+        columns = [[_combine(b, row, (g[l], g[3 + l], g[6 + l]), half) for row in transform] for l in range(3)]  # G g, column by column
+        for k in range(size):
+            for l, row in enumerate(transform):  # row k of G g, times G^T
+                value = _combine(b, row, (columns[0][k], columns[1][k], columns[2][k]), half)
+                v.masked_store(value, packed_p, b.add(pstart, b.mul(pstride, v.const(size * k + l))), mask)
         return context.get_dummy_value()
 
     return signature, codegen
 
 
+@intrinsic
+def winograd_weights(typingctx, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
+    """packed(pstart + e * pstride + i) = (G g_i G^T)(k, l), e = 4k + l, for lanes i < count <= L, where
+    g_i(m, l) = w(base + i * lane_stride + (3m + l) * tap_step): one input channel of L output channels
+    (tap_step -1 from the last tap: the turned kernel of an input gradient). 9 masked gathers, the
+    transform, 16 masked stores."""
+    return _weights_typing(F23, w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+
+
+@intrinsic
+def winograd_weights2(typingctx, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
+    """winograd_weights for S2: G's first four rows, 16 entries (_entry maps its 25 onto them)."""
+    return _weights_typing(S2, w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+
+
 @parallel_kernel(cache=True)
-def _winograd_weights(w, in_channels, out_channels, turned, packed):
-    """packed(e * blocks + b, 12 c + r) = U(e, j, c) = (G g G^T)(k, l) for e = 4k + l, j = 12 b + r and
+def _winograd_weights(w, in_channels, out_channels, turned, strided, packed):
+    """packed(e * blocks + b, 12 c + r) = U(e, j, c) = (G g G^T)(k, l) for e = Pk + l, j = 12 b + r and
     g the 3x3 kernel of output channel j and input channel c: w(j, c) of conv2d weights (C_out, C_in,
     3, 3), or where `turned`, w(c, j) turned by 180 degrees of conv_transpose2d weights (C_in, C_out, 3,
     3) (an input gradient's kernel); zeros in the rows past the last output channel. A task is one
-    block of twelve output channels, L at a time (winograd_weights)."""
+    block of twelve output channels, L at a time (winograd_weights; `strided`: S2's G, whose fifth
+    row is its fourth: the 16 entries of its first four rows, see _entry)."""
     lanes = 64 // packed.itemsize
     blocks = packed.shape[0] // 16
     flat = w.reshape(-1)
@@ -189,7 +279,9 @@ def _winograd_weights(w, in_channels, out_channels, turned, packed):
                 count = min(lanes, TILE_ROWS - r0, out_channels - j0)
                 if count <= 0:
                     continue
-                if turned:  # (g(m, l) = w(c, j, 2 - m, 2 - l))
+                if strided:
+                    winograd_weights2(flat, (j0 * in_channels + c) * 9, in_channels * 9, 1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
+                elif turned:  # (g(m, l) = w(c, j, 2 - m, 2 - l))
                     winograd_weights(flat, (c * out_channels + j0) * 9 + 8, 9, -1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
                 else:
                     winograd_weights(flat, (j0 * in_channels + c) * 9, in_channels * 9, 1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
@@ -200,21 +292,30 @@ def _winograd_weights(w, in_channels, out_channels, turned, packed):
 
 
 @parallel_kernel(cache=True)
-def _winograd_inputs(x, top, left, tiles_h, tiles_w, panels, V):
+def _winograd_inputs(x, top, left, tiles_h, tiles_w, panels, strided, V):
     """V(e, (p * C_in + c) * 2L + s) = (B^T d B)(k, l) for e = 4k + l and tile p * 2L + s = (n * tiles_h +
     y) * tiles_w + x (panels p of 2L tiles), d the 4x4 patch of channel c at (2y - top, 2x - left) of
-    the input x (N, C_in, H, W), contiguous, zero outside it (the padding). A task is one panel (so that
+    the input x (where `strided`: e = 5k + l, the 5x5 patch at (4y - top, 4x - left)) (N, C_in, H, W), contiguous, zero outside it (the padding). A task is one panel (so that
     it writes V's memory in order: sample by sample and channel by channel, 2.5x slower on 56x56):
     its tiles in runs along a row of blocks, up to L at a time (winograd_in), for each channel."""
     channels = x.shape[1]
     lanes = 64 // V.itemsize
     flat = V.reshape(-1)
     for p in prange(panels):
-        _panel_inputs(x, top, left, tiles_h, tiles_w, p, flat, p * channels * 2 * lanes, 2 * lanes, V.shape[1])
+        _panel_inputs(x, top, left, tiles_h, tiles_w, p, flat, p * channels * 2 * lanes, 2 * lanes, V.shape[1], strided)
 
 
 @njit(cache=True)
-def _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, vstart, vstep, vrow):
+def _entry(e, entries):
+    """The row of U (16 of them) that entry e of V (16: F23, 25: S2) multiplies: S2's G g G^T has
+    equal rows 3 and 4 and equal columns 3 and 4 (G's fourth and fifth rows are both (0, 1, 0))."""
+    if entries == 16:
+        return e
+    return 4 * min(e // 5, 3) + min(e % 5, 3)
+
+
+@njit(cache=True)
+def _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, vstart, vstep, vrow, strided):
     """V(vstart + e * vrow + c * vstep + s) = (B^T d B)(k, l) for the tiles p * 2L + s of panel p (those
     before the last tile) and every channel c of x (N, C_in, H, W), contiguous, padded by (top, left)
     (see _winograd_inputs). Returns (runs, count): the panel's runs of tiles along rows of blocks,
@@ -237,7 +338,10 @@ def _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, vstart, vstep, vrow):
     for c in range(channels):
         for i in range(count):
             first = (runs[i, 0] * channels + c) * height * width
-            winograd_in(src, first, width, 2 * runs[i, 1] - top, height, 2 * runs[i, 2] - left, runs[i, 3], V, vstart + c * vstep + runs[i, 4], vrow)
+            if strided:
+                winograd_in2(src, first, width, 4 * runs[i, 1] - top, height, 4 * runs[i, 2] - left, runs[i, 3], V, vstart + c * vstep + runs[i, 4], vrow)
+            else:
+                winograd_in(src, first, width, 2 * runs[i, 1] - top, height, 2 * runs[i, 2] - left, runs[i, 3], V, vstart + c * vstep + runs[i, 4], vrow)
     return runs, count
 
 
@@ -248,7 +352,7 @@ PRODUCT_PANELS = 4  # panels per task of _winograd_products (1.0-1.5x all of the
 @parallel_kernel(cache=True)
 def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chunk, chunk):
     """M(e, j * width + t) = sum_c U(e, j, c) V(e, c, t) (V and M as _winograd_inputs and
-    _winograd_outputs lay them out): for each entry e, the packed weights of a chunk of blocks of
+    _winograd_outputs lay them out, 16 or 25 entries): for each entry e, the packed weights of a chunk of blocks of
     twelve output channels (kept in L2) against `panel_chunk` panels of 2L tiles. A task is one entry,
     chunk and group of panels; its loops are each run of PRODUCT_TAPS input channels, each panel (its
     run, 2L x PRODUCT_TAPS values, stays in L1), each block: one tile12x32 call (tile8x32, tile4x32 for
@@ -256,6 +360,7 @@ def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chu
     the others."""
     lanes = 128 // V.itemsize
     panels = width // lanes
+    entries = V.shape[0]
     blocks = packed.shape[0] // 16
     chunks = (blocks + chunk - 1) // chunk
     groups = (panels + panel_chunk - 1) // panel_chunk
@@ -263,7 +368,7 @@ def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chu
     zeros = np.zeros(TILE_ROWS, dtype=V.dtype)  # (the tiles' bias: their first run of taps stores M)
     src = V.reshape(-1)
     out = M.reshape(-1)
-    for task in prange(16 * chunks * groups):
+    for task in prange(entries * chunks * groups):
         e, ch, group = unravel3(task, chunks, groups)
         p0, p1 = group * panel_chunk, min(panels, (group + 1) * panel_chunk)
         b0, b1 = ch * chunk, min(blocks, (ch + 1) * chunk)
@@ -273,17 +378,18 @@ def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chu
             for p in range(p0, p1):
                 start = e * V.shape[1] + p * in_channels * lanes
                 for b in range(b0, b1):
-                    weights = packed[e * blocks + b]
+                    weights = packed[_entry(e, entries) * blocks + b]
                     at = e * M.shape[1] + b * TILE_ROWS * width + p * lanes
                     left = out_channels - b * TILE_ROWS
                     tile_block(src, start, taps, t1 - t0, weights, t0 * TILE_ROWS, out, at, width, left, lanes, zeros, 0, t0 == 0)
 
 
 @parallel_kernel(cache=True)
-def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out):
+def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out, nans):
     """out(n, j, 2y + a, 2x + b) = bias(j) + (A^T M(:, j * width + tile) A)(a, b), tile = (n * tiles_h + y)
-    * tiles_w + x, where that lies inside out (contiguous). A task is one sample and channel; each row
-    of blocks goes L blocks at a time (winograd_out)."""
+    * tiles_w + x, where that lies inside out (contiguous); M's 16 or 25 rows: F23 or S2. A task is one
+    sample and channel; each row of blocks goes L blocks at a time (winograd_out, winograd_out2);
+    nans(task): how many of its calls stored a NaN."""
     batch, channels, out_h, out_w = out.shape
     lanes = 64 // out.itemsize
     flat = M.reshape(-1)
@@ -297,7 +403,10 @@ def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out):
             for x0 in range(0, tiles_w, lanes):
                 valid = min(2 * lanes, out_w - 2 * x0)
                 below = valid if 2 * y + 1 < out_h else 0
-                winograd_out(flat, base + x0, M.shape[1], min(lanes, tiles_w - x0), bias, j, dst, top + 2 * x0, valid, below, out_w)
+                if M.shape[0] == 25:
+                    nans[task] += winograd_out2(flat, base + x0, M.shape[1], min(lanes, tiles_w - x0), bias, j, dst, top + 2 * x0, valid, below, out_w)
+                else:
+                    nans[task] += winograd_out(flat, base + x0, M.shape[1], min(lanes, tiles_w - x0), bias, j, dst, top + 2 * x0, valid, below, out_w)
 
 
 WINOGRAD = True  # 3x3 stride-1 convolutions through run_winograd where winograd_fits (False: the direct tiles)
@@ -323,6 +432,22 @@ def winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_ch
     return WINOGRAD and shape and enough
 
 
+STRIDED = True  # 3x3 stride-2 convolutions through run_winograd (S2) where strided_winograd_fits
+STRIDED_SIZE = 14  # fewest rows and columns of output for S2 (7x7: 0.78-0.87x the direct tiles, 4x4
+# blocks for 49 outputs)
+
+
+def strided_winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw):
+    """Whether a convolution goes through run_winograd at stride 2 (S2): a 3x3 kernel at stride 2,
+    without dilation or groups, as winograd_fits for the channels and blocks, on outputs of at least
+    STRIDED_SIZE rows and columns. Measured against the direct tiles on ResNet's stride-2 3x3 layers,
+    batch 8 and 16, alternating: 64->128 56x56 1.08-1.23x, 128->128 56x56 1.12-1.26x, 128->256 28x28
+    1.00-1.12x, 256->256 28x28 1.16-1.26x; on 7x7 outputs (256->512 and 512->512 14x14) 0.78-0.87x."""
+    shape = tuple(kernel) == (3, 3) and tuple(strides) == (2, 2) and tuple(dilations) == (1, 1) and groups == 1
+    enough = min(in_channels, out_channels) >= max(1, WINOGRAD_CHANNELS) and _blocks(batch, out_hw) >= WINOGRAD_BLOCKS
+    return WINOGRAD and STRIDED and shape and enough and min(out_hw) >= STRIDED_SIZE
+
+
 def _thread_rows(name, size, dtype):
     """A row of `size` values for each of Numba's threads (kernels pick theirs by
     numba.get_thread_id), kept like _reused. Calling get_thread_id here also starts Numba's threading
@@ -332,16 +457,16 @@ def _thread_rows(name, size, dtype):
     return _reused(name, (config.NUMBA_NUM_THREADS, size), dtype)
 
 
-def _transformed_inputs(x4, before, out_hw, dtype):
+def _transformed_inputs(x4, before, out_hw, dtype, strided=False):
     """(V, tiles_h, tiles_w, width): _winograd_inputs of x4 for an output of out_hw, padding
     `before`, in a buffer kept per thread; its last panel's tiles past the last one are zeros."""
     lanes = 128 // np.dtype(dtype).itemsize  # (tiles per panel: the register tile's 2L columns)
     tiles_h, tiles_w = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
     panels = -(-x4.shape[0] * tiles_h * tiles_w // lanes)
     width = panels * lanes
-    V = _reused("V", (16, width * x4.shape[1] + SKEW), dtype)
+    V = _reused("V", (25 if strided else 16, width * x4.shape[1] + SKEW), dtype)
     V[:, (panels - 1) * lanes * x4.shape[1] :] = 0
-    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, V)
+    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, strided, V)
     return V, tiles_h, tiles_w, width
 
 
@@ -350,7 +475,7 @@ FUSED_WEIGHT_BYTES = 5 << 20  # largest transformed weights U for _winograd_fuse
 
 
 @parallel_kernel(cache=True)
-def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
+def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, strided, scratch, nans):
     """The three steps in one pass where the transformed weights are small (64-256 channels: V and M of
     a whole batch are 25-50 MB on 56x56 and 28x28, and went through L3 at 120-230 GFLOP/s of products):
     a task is one panel of 2L tiles, whose V (16 x C_in x 2L values, _winograd_inputs' layout for one
@@ -363,12 +488,14 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
             for each entry e: M(e, 12 rows, :) = U(e, block b, :) V(e)  (tile12x32 over every c)
             for each of its channels j: out(j) = A^T M(:, j) A + bias(j)  (winograd_out)
 
-    The same sums as the step-by-step path, in one run over the input channels."""
+    The same sums as the step-by-step path, in one run over the input channels (16 entries, or 25 where
+    `strided`: winograd_in2, winograd_out2); nans(p): how many output calls of panel p stored a NaN."""
     batch, channels = x.shape[:2]
     out_channels, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     lanes = 64 // x.itemsize
     cols = 2 * lanes  # (tiles per panel)
     tiles = batch * tiles_h * tiles_w
+    entries = 25 if strided else 16
     blocks = packed.shape[0] // 16
     vrow, mrow = channels * cols + SKEW, TILE_ROWS * cols
     offsets = np.arange(channels) * cols
@@ -376,42 +503,53 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, scratch):
     dst = out.reshape(-1)
     for p in prange((tiles + cols - 1) // cols):
         row = scratch[get_thread_id()]
-        V, M = row[: 16 * vrow], row[16 * vrow : 16 * (vrow + mrow)]
-        runs, count = _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, 0, cols, vrow)  # (a last panel's other columns: unused)
+        V, M = row[: entries * vrow], row[entries * vrow : entries * (vrow + mrow)]
+        runs, count = _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, 0, cols, vrow, strided)  # (a last panel's other columns: unused)
         for b in range(blocks):
             rows = min(TILE_ROWS, out_channels - b * TILE_ROWS)
-            for e in range(16):
-                tile_block(V, e * vrow, offsets, channels, packed[e * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
+            for e in range(entries):
+                tile_block(V, e * vrow, offsets, channels, packed[_entry(e, entries) * blocks + b], 0, M, e * mrow, cols, rows, cols, zeros, 0, 1)
             for r in range(rows):
                 j = b * TILE_ROWS + r
                 for i in range(count):
                     n, y, col, run = runs[i, 0], runs[i, 1], runs[i, 2], runs[i, 3]
                     valid = min(2 * run, out_w - 2 * col)
                     at = ((n * out_channels + j) * out_h + 2 * y) * out_w + 2 * col
-                    winograd_out(M, r * cols + runs[i, 4], mrow, run, bias, j, dst, at, valid, valid if 2 * y + 1 < out_h else 0, out_w)
+                    below = valid if 2 * y + 1 < out_h else 0
+                    if strided:
+                        nans[p] += winograd_out2(M, r * cols + runs[i, 4], mrow, run, bias, j, dst, at, valid, below, out_w)
+                    else:
+                        nans[p] += winograd_out(M, r * cols + runs[i, 4], mrow, run, bias, j, dst, at, valid, below, out_w)
 
 
-def run_winograd(x4, w, bias, out, before, turned=False):
-    """out = conv2d(x4, w (C_out, C_in, 3, 3)) + bias at stride 1, zero padding `before` (top, left) and
-    whatever more out's size implies (see the top of this file); `turned`: w is conv_transpose2d's
-    (C_in, C_out, 3, 3) and the kernel is w turned (an input gradient at stride 1). In one pass
-    (_winograd_fused) where the transformed weights fit FUSED_WEIGHT_BYTES, else step by step."""
+def run_winograd(x4, w, bias, out, before, turned=False, stride=1):
+    """out = conv2d(x4, w (C_out, C_in, 3, 3)) + bias at `stride` (1: F23, 2: S2), zero padding `before`
+    (top, left) and whatever more out's size implies (see the top of this file); `turned` (stride 1):
+    w is conv_transpose2d's (C_in, C_out, 3, 3) and the kernel is w turned (an input gradient at stride
+    1). In one pass (_winograd_fused) where the transformed weights fit FUSED_WEIGHT_BYTES, else step
+    by step. Returns False where out has a NaN: an infinite input (or weight) met the transforms'
+    differences, inf - inf, where the direct sum may be infinite; the caller then runs that."""
     in_channels, out_channels = x4.shape[1], out.shape[1]
     blocks = -(-out_channels // TILE_ROWS)
+    strided = stride == 2
+    entries = 25 if strided else 16
     packed = _reused("U", (16 * blocks, TILE_ROWS * in_channels + SKEW), out.dtype)
-    _winograd_weights(contiguous(w), in_channels, out_channels, turned, packed)
+    _winograd_weights(contiguous(w), in_channels, out_channels, turned, strided, packed)
     target = out if out.flags.c_contiguous else np.empty(out.shape, dtype=out.dtype)
     if FUSED and packed[:, : TILE_ROWS * in_channels].nbytes <= FUSED_WEIGHT_BYTES:
         lanes = 64 // out.itemsize
-        size = 16 * (in_channels * 2 * lanes + SKEW + TILE_ROWS * 2 * lanes)
+        size = entries * (in_channels * 2 * lanes + SKEW + TILE_ROWS * 2 * lanes)
         scratch = _thread_rows("F", size, out.dtype)
         tiles_h, tiles_w = -(-out.shape[2] // 2), -(-out.shape[3] // 2)
-        _winograd_fused(contiguous(x4), before[0], before[1], tiles_h, tiles_w, packed, contiguous(bias), target, scratch)
+        nans = np.zeros(-(-x4.shape[0] * tiles_h * tiles_w // (2 * lanes)), dtype=np.int64)
+        _winograd_fused(contiguous(x4), before[0], before[1], tiles_h, tiles_w, packed, contiguous(bias), target, strided, scratch, nans)
     else:
-        V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, out.shape[2:], out.dtype)
-        M = _reused("M", (16, out_channels * width + SKEW), out.dtype)
+        V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, out.shape[2:], out.dtype, strided)
+        M = _reused("M", (entries, out_channels * width + SKEW), out.dtype)
         chunks = -(-blocks // max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * max(1, in_channels))))  # (a chunk's weights in L2)
         _winograd_products(V, packed, M, in_channels, out_channels, width, PRODUCT_PANELS, -(-blocks // chunks))
-        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, target)
+        nans = np.zeros(out.shape[0] * out_channels, dtype=np.int64)
+        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, target, nans)
     if target is not out:
         out[...] = target
+    return not nans.any()

@@ -189,7 +189,7 @@ def _winograd_weight_fused(x, top, left, grads, tiles_h, tiles_w, out_h, out_w, 
                 V[:] = 0.0
                 Z[:] = 0.0
             for i in range(count):
-                runs, spans = _panel_inputs(x, top, left, tiles_h, tiles_w, p0 + i, V, i * channels * wide, wide, vrow)
+                runs, spans = _panel_inputs(x, top, left, tiles_h, tiles_w, p0 + i, V, i * channels * wide, wide, vrow, False)
                 for k in range(spans):  # (the same runs of tiles along rows of blocks for Z)
                     n, y, col, run, lane = runs[k, 0], runs[k, 1], runs[k, 2], runs[k, 3], runs[k, 4]
                     for s in range(run):

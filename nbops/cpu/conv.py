@@ -18,7 +18,7 @@ from ._parallel import parallel_kernel, unravel3
 from ._planes import _interleave_phases, _phase_layout, _phase_planes, _pointwise, _strided_into, _Taps, _turned
 from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit
 from ._weight_tiles import _run_weight_tiles
-from ._winograd import run_winograd, winograd_fits
+from ._winograd import run_winograd, strided_winograd_fits, winograd_fits
 from ._winograd_grad import run_winograd_weight_grad, winograd_weight_fits
 
 
@@ -52,7 +52,9 @@ from ._winograd_grad import run_winograd_weight_grad, winograd_weight_fits
 #    pair of channels, not 36, the sums over the input channels through the same register tiles; their
 #    input gradients (a correlation with the kernel turned round) and conv_transpose2d at stride 1 too,
 #    and their weight gradients from 64 channels (nbops/cpu/_winograd_grad.py, winograd_weight_fits);
-#    with few channels each in one pass per panel of blocks, its transforms in L2.
+#    with few channels each in one pass per panel of blocks, its transforms in L2. At stride 2 on outputs
+#    of 14x14 and more (strided_winograd_fits), the forward goes through S2, its stride-2 twin: 25
+#    multiplications for a 2x2 block, not 36.
 # 6. A transposed convolution whose kernel is its stride (2x2 at stride 2) has phases that do not
 #    overlap: one 1x1 convolution computes all of them, then _interleave_phases puts them in place.
 # ---------------------------------------------------------------------------------------------------
@@ -349,9 +351,11 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     output plane. w: an array, or _Taps."""
     out_channels = w.shape[0]
     out_h = out.shape[2]
-    if TILED and not isinstance(w, _Taps) and winograd_fits(w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, out.shape[2:]):
-        run_winograd(x4, w, b, out, before)  # (3x3 at stride 1: F(2x2, 3x3), nbops/cpu/_winograd.py)
-        return
+    shape = (w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, out.shape[2:])
+    if TILED and not isinstance(w, _Taps) and (winograd_fits(*shape) or strided_winograd_fits(*shape)):
+        # (3x3 at stride 1 or 2: nbops/cpu/_winograd.py; where that met an infinity, the direct sum)
+        if run_winograd(x4, w, b, out, before, stride=strides[0]):
+            return
     pointwise = _pointwise(x4, w.shape, strides, before, out.shape[2:])
     if pointwise is not None:
         x4, strides, before, padded = pointwise
@@ -432,8 +436,8 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
         return
     fits = winograd_fits(w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, out.shape[2:])
     if TILED and fits and max(pads) <= 2:  # (a correlation with the kernel turned, padded by 2 - padding)
-        run_winograd(x4, w, b, out, (2 - pads[0], 2 - pads[1]), turned=True)
-        return
+        if run_winograd(x4, w, b, out, (2 - pads[0], 2 - pads[1]), turned=True):
+            return
     top, left, plane_h, plane_w, group_size, channel_base, phases, slack = _transpose_plan(
         tuple(strides), tuple(pads), tuple(dilations), groups, w.shape, x4.shape[2:], out.shape[2:]
     )
@@ -513,7 +517,9 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
         batch, channels, out_h, out_w = grad4.shape
         fits = winograd_weight_fits(weight_shape[2:], strides, dilations, groups, batch, source4.shape[1], out_channels, (out_h, out_w))
         if TILED and fits and rows == out_h:  # (3x3 at stride 1: F(2x2, 3x3), nbops/cpu/_winograd_grad.py)
-            return run_winograd_weight_grad(source4, grad4, before).reshape(weight_shape)
+            grad = run_winograd_weight_grad(source4, grad4, before)
+            if not np.isnan(grad).any():  # (else an infinity met the transforms' differences: as below)
+                return grad.reshape(weight_shape)
         pointwise = _pointwise(source4, weight_shape, strides, before, (rows, out_w))
         if pointwise is not None:
             source4, strides, before, padded = pointwise
@@ -583,9 +589,8 @@ def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, g
             grad_input = np.empty(x4.shape, dtype=x4.dtype)
             pads = (extent[0] - before[0], extent[1] - before[1])
             around = (out_h + 2 * extent[0] - before[0] - after[0], out_w + 2 * extent[1] - before[1] - after[1])
-            if TILED and winograd_fits(w.shape[2:], strides, dilations, groups, batch, w.shape[0], in_channels, (height, width)):
-                run_winograd(gy, w, zeros, grad_input, pads, turned=True)
-            else:
+            fits = TILED and winograd_fits(w.shape[2:], strides, dilations, groups, batch, w.shape[0], in_channels, (height, width))
+            if not (fits and run_winograd(gy, w, zeros, grad_input, pads, turned=True)):  # (a NaN: as below)
                 _conv2d_fast(gy, _turned(w, groups), zeros, grad_input, (1, 1), pads, around, dilations, groups)
         elif _pointwise(x4, w.shape, strides, before, (out_h, out_w)) is not None:
             # a 1x1 kernel with a stride: the input positions it read get the stride-1 gradient (a 1x1
