@@ -216,8 +216,9 @@ def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
     """F(2x2, 3x3) (nbops/cpu/_winograd.py, _winograd_grad.py) whatever the channels and batch, panel
     by panel (`fused`: _winograd_fused, _winograd_weight_fused) and step by step: conv2d, its input and
     weight gradients (the input gradient a correlation with the kernel turned, the weight gradient 16
-    products over the blocks and G^T dU G) and conv_transpose2d at stride 1, and conv2d at stride 2
-    (S2), against torch and against the plain loops; and into an output that is a strided view."""
+    products over the blocks and G^T dU G) and conv_transpose2d at stride 1, and at stride 2 conv2d
+    (S2), conv_transpose2d and conv2d's input gradient (S2T, padding of either parity), against torch
+    and against the plain loops; and into an output that is a strided view."""
     monkeypatch.setattr(_winograd, "FUSED", fused)
     monkeypatch.setattr(_winograd_grad, "FUSED", fused)
     x = randn((batch, cin) + size, dtype, seed=cin)
@@ -225,11 +226,16 @@ def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
     b = randn((cout,), dtype, seed=3)
     wt = randn((cin, cout, 3, 3), dtype, seed=5) / (3 * cin**0.5)
     tpad = min(padding, 2) if isinstance(padding, int) else padding
+    other = (tpad + 1) % 2 if isinstance(tpad, int) else tuple((p + 1) % 2 for p in tpad)  # (the other parity)
+
+    def ops(conv2d, conv_transpose2d):
+        return (conv2d(x, w, b, 1, padding), conv_transpose2d(x, wt, b, 1, tpad), conv2d(x, w, b, 2, padding),
+                conv_transpose2d(x, wt, b, 2, tpad, 1), conv_transpose2d(x, wt, b, 2, other, 0))
+
     with conv_path("planes"):
-        loops = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad), nbops.conv2d(x, w, b, 2, padding)
+        loops = ops(nbops.conv2d, nbops.conv_transpose2d)
     with conv_path("winograd"):
-        mine = nbops.conv2d(x, w, b, 1, padding), nbops.conv_transpose2d(x, wt, b, 1, tpad), nbops.conv2d(x, w, b, 2, padding)
-        expected = F.conv2d(x, w, b, 1, padding), F.conv_transpose2d(x, wt, b, 1, tpad), F.conv2d(x, w, b, 2, padding)
+        mine, expected = ops(nbops.conv2d, nbops.conv_transpose2d), ops(F.conv2d, F.conv_transpose2d)
         for ours, plain, theirs in zip(mine, loops, expected):
             assert_same(ours, theirs, SUM_TOL[dtype])
             assert_same(ours, plain, SUM_TOL[dtype])
@@ -243,11 +249,12 @@ def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
         assert _winograd.run_winograd(x.numpy(), w.numpy(), b.numpy(), wide[..., 1:], pads, stride=2)
         assert_same(torch.from_numpy(wide[..., 1:]), expected[2], SUM_TOL[dtype])
         assert (wide[..., 0] == 7.0).all()
-        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
-        grads = torch.autograd.grad(nbops.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
-        expected = torch.autograd.grad(F.conv2d(xg, wg, b, 1, padding).square().sum(), (xg, wg))
-        for ours, theirs in zip(grads, expected):
-            assert_same(ours, theirs, SUM_TOL[dtype])
+        for stride in (1, 2):
+            xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+            grads = torch.autograd.grad(nbops.conv2d(xg, wg, b, stride, padding).square().sum(), (xg, wg))
+            expected = torch.autograd.grad(F.conv2d(xg, wg, b, stride, padding).square().sum(), (xg, wg))
+            for ours, theirs in zip(grads, expected):
+                assert_same(ours, theirs, SUM_TOL[dtype])
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -255,7 +262,8 @@ def test_winograd(batch, cin, cout, size, padding, dtype, fused, monkeypatch):
 def test_winograd_infinite_input(stride, fused, monkeypatch):
     """Winograd's transforms take differences of inputs (d0 - d2): an infinite input gives inf - inf =
     NaN there, where the direct sum is infinite. run_winograd says when it stored a NaN, and conv2d,
-    its gradients and conv_transpose2d then take the direct sums: the same infinities as torch's, with
+    its gradients and conv_transpose2d (S2T at stride 2) then take the direct sums: the same
+    infinities as torch's, with
     an infinity in each phase of a block (and positive weights: no inf - inf in torch's sums)."""
     monkeypatch.setattr(_winograd, "FUSED", fused)
     monkeypatch.setattr(_winograd_grad, "FUSED", fused)
@@ -268,7 +276,7 @@ def test_winograd_infinite_input(stride, fused, monkeypatch):
         out = np.empty(F.conv2d(x, w, None, stride, 1).shape, dtype=np.float32)
         assert not _winograd.run_winograd(x.numpy(), w.numpy(), np.zeros(5, np.float32), out, (1, 1), stride=stride)
         assert_same(nbops.conv2d(x, w, None, stride, 1), F.conv2d(x, w, None, stride, 1), SUM_TOL[torch.float32])
-        assert_same(nbops.conv_transpose2d(x, wt, None, 1, 1), F.conv_transpose2d(x, wt, None, 1, 1), SUM_TOL[torch.float32])
+        assert_same(nbops.conv_transpose2d(x, wt, None, stride, 1), F.conv_transpose2d(x, wt, None, stride, 1), SUM_TOL[torch.float32])
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         grads = torch.autograd.grad(nbops.conv2d(xg, wg, None, stride, 1).sum(), (xg, wg))
         expected = torch.autograd.grad(F.conv2d(xg, wg, None, stride, 1).sum(), (xg, wg))

@@ -1,5 +1,6 @@
-"""3x3 convolutions at stride 1 by Winograd's minimal filtering F(2x2, 3x3): the sum of conv.py's
-_conv2d_planes with 16 multiplications for each 2x2 block of outputs and pair of channels, not 36.
+"""3x3 convolutions by Winograd's minimal filtering: at stride 1 F(2x2, 3x3), the sum of conv.py's
+_conv2d_planes with 16 multiplications for each 2x2 block of outputs and pair of channels, not 36
+(at stride 2: S2 and S2T, below).
 
 For one output block (rows 2y, 2y+1, columns 2x, 2x+1), input channel c and output channel j, with d
 the 4x4 patch of the padded input at (2y, 2x) and g = weight(j, c) (3x3):
@@ -42,233 +43,44 @@ g2 on d0, d2, d4 are F(2, 2) (three products), the odd tap g1 on d1, d3 is two m
 
 (y0 = g0 (d0 - d2) + (g0 + g2) d2 + g1 d1, y1 = (g0 + g2) d2 + g2 (d4 - d2) + g1 d3), and in two
 dimensions 25 products for a 2x2 block, not 36: the same steps with 5x5 patches at (4y, 4x), 25
-entries, and G's last two rows equal, so that U has 16 distinct entries (_entry). F23 and S2 below
-hold the three matrices; the intrinsics are generated from them.
+entries, and G's last two rows equal, so that U has 16 distinct entries (_entry). Its transpose,
+S2T, computes the input gradient of such a convolution (and conv_transpose2d at stride 2) with 25
+products for each 4x4 block of grad_input, not 36. The algorithms' matrices, and the intrinsics
+generated from them, are in nbops/cpu/_winograd_transforms.py; the steps here take the algorithm as
+`kind` (0 F23, 1 S2, 2 and 3 S2T).
 """
 
 import numpy as np
-from llvmlite import ir
-from numba import config, get_thread_id, njit, prange, types
-from numba.extending import intrinsic
+from numba import config, get_thread_id, njit, prange
 
 from .._arrays import contiguous
 
-from ._lanes import _Lanes, _reused, intrinsic_arguments
+from ._lanes import _reused
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile_block
+from ._winograd_transforms import transform_in, transform_out, transform_weights
 
 # values added to the length of each of the 16 rows of V, M and the weights' buffer: rows written or
 # read side by side fell in one set of L1 where their length is a multiple of 4 KB
 SKEW = 16
 
 
-def _arrays_typing(arrays):
-    """Whether `arrays` are arrays of one float dtype (what the transforms' intrinsics take)."""
-    return all(isinstance(a, types.Array) for a in arrays) and arrays[0].dtype in (types.float32, types.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
-
-
-# Winograd's transforms, one 1-D algorithm per kind, applied to a block's rows and then to its columns:
-# B^T (P x P: input patch -> entries), G (P x 3: kernel -> entries), A^T (2 x P: entries -> 2 outputs)
-# with entries 0, +-1 and +-1/2, and the spacing of the blocks' patches in the input (STEP: 2 outputs
-# of stride s, 2s columns). F23 is F(2, 3); S2 is the stride-2 twin (see the top of this file).
-F23 = {
-    "B": ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
-    "G": ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
-    "A": ((1, 1, 1, 0), (0, 1, -1, -1)),
-    "step": 2,
-}
-S2 = {
-    "B": ((1, 0, -1, 0, 0), (0, 0, 1, 0, 0), (0, 0, -1, 0, 1), (0, 1, 0, 0, 0), (0, 0, 0, 1, 0)),
-    "G": ((1, 0, 0), (1, 0, 1), (0, 0, 1), (0, 1, 0)),  # (and a fifth row, the fourth again: see _entry)
-    "A": ((1, 1, 0, 1, 0), (0, 1, 1, 0, 1)),
-    "step": 4,
-}
-
-
-def _combine(b, coefficients, values, half):
-    """sum_k coefficients[k] * values[k] (coefficients 0, +-1, or +-1/2 for all the non-zero ones: then
-    `half` times the sum of +-values), from the first positive term on, the others in order."""
-    terms = [(c, value) for c, value in zip(coefficients, values) if c]
-    first = next(i for i, (c, _) in enumerate(terms) if c > 0)
-    total = terms[first][1]
-    for i, (c, value) in enumerate(terms):
-        if i != first:
-            total = b.fadd(total, value) if c > 0 else b.fsub(total, value)
-    return b.fmul(half, total) if abs(terms[0][0]) == 0.5 else total
-
-
-def _deinterleave(b, vectors, phase, lanes):
-    """Lanes phase, phase + s, phase + 2s, ... of the s = len(vectors) (a power of 2) vectors side by
-    side: s/2 shuffles of even or odd lanes of pairs, then of their results."""
-    i32 = ir.IntType(32)
-    while len(vectors) > 1:
-        order = ir.Constant(ir.VectorType(i32, lanes), [2 * q + phase % 2 for q in range(lanes)])
-        vectors = [b.shuffle_vector(vectors[j], vectors[j + 1], order) for j in range(0, len(vectors), 2)]
-        phase //= 2
-    return vectors[0]
-
-
-def _in_typing(kind, src, first, width, row, height, column, count, V, vstart, vstride):
-    """winograd_in for the transforms `kind` (F23, S2): P x P patches spaced kind["step"] columns."""
-    if not _arrays_typing((src, V)):
-        return None
-    signature = types.void(src, first, width, row, height, column, count, V, vstart, vstride)
-    transform, step = kind["B"], kind["step"]
-    size = len(transform)
-
-    def codegen(context, builder, signature, args):
-        src_p, first, width, row, height, column, count, v_p, vstart, vstride = intrinsic_arguments(context, builder, signature, args)
-        v, b = _Lanes(builder, signature.args[0].dtype), builder
-        lanes = v.lanes
-        nothing = ir.Constant(v.masks, [0] * lanes)
-        shifts = sorted({q - q % step for q in range(size)})  # (patch columns q come in step-wide runs)
-        inside = {}  # (lanes k of the step L columns column + shift + k: inside the plane and the blocks)
-        for shift in shifts:
-            for h in range(step):
-                k = ir.Constant(v.ints, [h * lanes + q for q in range(lanes)])
-                at = b.add(k, v.splat(b.add(column, v.const(shift))))
-                ok = b.and_(b.icmp_signed(">=", at, v.splat(v.const(0))), b.icmp_signed("<", at, v.splat(width)))
-                inside[shift, h] = b.and_(ok, b.icmp_signed("<", k, v.splat(b.mul(count, v.const(step)))))
-        rows = []  # rows[r][q]: column q of row r of the L patches
-        for r in range(size):
-            at = b.add(row, v.const(r))
-            valid = b.and_(b.icmp_signed(">=", at, v.const(0)), b.icmp_signed("<", at, height))
-            start = b.add(b.add(first, b.mul(at, width)), column)
-            loaded = {
-                shift: [v.masked_load(v.vector, src_p, b.add(start, v.const(shift + h * lanes)), b.select(valid, inside[shift, h], nothing)) for h in range(step)]
-                for shift in shifts
-            }
-            rows.append([_deinterleave(b, loaded[q - q % step], q % step, lanes) for q in range(size)])
-        half = ir.Constant(v.vector, [0.5] * lanes)
-        mask = v.lanes_below(count)
-        for k in range(size):  # B^T d (row k), times B (entry l of it)
-            combined = [_combine(b, transform[k], [rows[r][q] for r in range(size)], half) for q in range(size)]
-            for l in range(size):
-                v.masked_store(_combine(b, transform[l], combined, half), v_p, b.add(vstart, b.mul(vstride, v.const(size * k + l))), mask)
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@intrinsic
-def winograd_in(typingctx, src, first, width, row, height, column, count, V, vstart, vstride):
-    """V(vstart + e * vstride + i) = (B^T d_i B)(k, l), e = 4k + l, for i < count <= L blocks side by
-    side: d_i(r, q) = src(first + (row + r) * width + column + 2i + q), the 4x4 patches of a plane of
-    `height` rows of `width` (from `first`) at (row, column + 2i), zero where that falls outside it (the
-    padding: those lanes are not read). Each patch row: four masked loads of L values, split into
-    even and odd columns (shuffles); then 48 adds and 16 masked stores."""
-    return _in_typing(F23, src, first, width, row, height, column, count, V, vstart, vstride)
-
-
-@intrinsic
-def winograd_in2(typingctx, src, first, width, row, height, column, count, V, vstart, vstride):
-    """winograd_in for S2: V(vstart + e * vstride + i) = (B^T d_i B)(k, l), e = 5k + l, d_i the 5x5
-    patches at (row, column + 4i). Each patch row: eight masked loads of L values (columns 0-3 of the
-    patches and, four columns on, their column 4), split four ways (shuffles); then 20 subtractions and
-    25 masked stores."""
-    return _in_typing(S2, src, first, width, row, height, column, count, V, vstart, vstride)
-
-
-def _out_typing(kind, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w):
-    """winograd_out for the transforms `kind` (F23, S2): P x P entries to 2 x 2 outputs."""
-    if not _arrays_typing((M, bias, out)):
-        return None
-    signature = types.int64(M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
-    transform = kind["A"]
-    size = len(transform[0])
-
-    def codegen(context, builder, signature, args):
-        m_p, mstart, mstride, count, bias_p, j, out_p, top, valid_top, valid_bottom, out_w = intrinsic_arguments(context, builder, signature, args)
-        v, b = _Lanes(builder, signature.args[0].dtype), builder
-        lanes, mask = v.lanes, v.lanes_below(count)
-        m = [v.masked_load(v.vector, m_p, b.add(mstart, b.mul(mstride, v.const(e))), mask) for e in range(size * size)]
-        offset = v.broadcast(bias_p, j)
-        i32 = ir.IntType(32)
-        nans = ir.Constant(v.masks, [0] * lanes)  # (lanes that stored a NaN)
-        for a, valid, at in ((0, valid_top, top), (1, valid_bottom, b.add(top, out_w))):
-            row = [_combine(b, transform[a], [m[size * r + q] for r in range(size)], None) for q in range(size)]  # row a of A^T m
-            left, right = (b.fadd(_combine(b, transform[c], row, None), offset) for c in range(2))  # times A
-            for half in range(2):  # (output columns 2i and 2i + 1 interleaved: L per store)
-                order = [half * lanes // 2 + q // 2 + (lanes if q % 2 else 0) for q in range(lanes)]
-                pairs = b.shuffle_vector(left, right, ir.Constant(ir.VectorType(i32, lanes), order))
-                stored = v.lanes_below(b.sub(valid, v.const(half * lanes)))
-                v.masked_store(pairs, out_p, b.add(at, v.const(half * lanes)), stored)
-                nans = b.or_(nans, b.and_(stored, b.fcmp_unordered("uno", pairs, pairs)))
-        return b.zext(b.icmp_unsigned("!=", b.bitcast(nans, ir.IntType(lanes)), ir.Constant(ir.IntType(lanes), 0)), v.i64)
-
-    return signature, codegen
-
-
-@intrinsic
-def winograd_out(typingctx, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w):
-    """For i < count <= L blocks side by side, m_i(e) = M(mstart + e * mstride + i): out(top + 2i + b)
-    = bias(j) + (A^T m_i A)(0, b) and out(top + out_w + 2i + b) = bias(j) + (A^T m_i A)(1, b), only the
-    first valid_top and valid_bottom values of the two rows (0: none); returns 1 where it stored a NaN,
-    else 0. Vectors of L blocks: 16 masked loads, the sums, two interleaves per row and four masked
-    stores."""
-    return _out_typing(F23, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
-
-
-@intrinsic
-def winograd_out2(typingctx, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w):
-    """winograd_out for S2: 25 entries m_i(e), e = 5k + l, per block."""
-    return _out_typing(S2, M, mstart, mstride, count, bias, j, out, top, valid_top, valid_bottom, out_w)
-
-
-def _weights_typing(kind, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
-    """winograd_weights for the transforms `kind` (F23, S2): P x P entries of each 3x3 kernel."""
-    if not _arrays_typing((w, packed)):
-        return None
-    signature = types.void(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
-    transform = kind["G"]
-    size = len(transform)
-
-    def codegen(context, builder, signature, args):
-        w_p, base, lane_stride, tap_step, count, packed_p, pstart, pstride = intrinsic_arguments(context, builder, signature, args)
-        v, b = _Lanes(builder, signature.args[0].dtype), builder
-        lanes, mask = v.lanes, v.lanes_below(count)
-        gather = v.function(f"llvm.masked.gather.{v.suffix}.v{lanes}p0", v.vector, [ir.VectorType(ir.PointerType(), lanes), v.i32, v.masks, v.vector])
-        rows = b.mul(ir.Constant(v.ints, list(range(lanes))), v.splat(lane_stride))
-        origin = v.splat(b.ptrtoint(w_p, v.i64))
-        g = []
-        for t in range(9):
-            index = b.add(rows, v.splat(b.add(base, b.mul(tap_step, v.const(t)))))
-            addresses = b.inttoptr(b.add(origin, b.mul(index, v.splat(v.const(v.size)))), ir.VectorType(ir.PointerType(), lanes))
-            g.append(b.call(gather, [addresses, ir.Constant(v.i32, v.size), mask, v.zero]))
-        half = ir.Constant(v.vector, [0.5] * lanes)
-        columns = [[_combine(b, row, (g[l], g[3 + l], g[6 + l]), half) for row in transform] for l in range(3)]  # G g, column by column
-        for k in range(size):
-            for l, row in enumerate(transform):  # row k of G g, times G^T
-                value = _combine(b, row, (columns[0][k], columns[1][k], columns[2][k]), half)
-                v.masked_store(value, packed_p, b.add(pstart, b.mul(pstride, v.const(size * k + l))), mask)
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@intrinsic
-def winograd_weights(typingctx, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
-    """packed(pstart + e * pstride + i) = (G g_i G^T)(k, l), e = 4k + l, for lanes i < count <= L, where
-    g_i(m, l) = w(base + i * lane_stride + (3m + l) * tap_step): one input channel of L output channels
-    (tap_step -1 from the last tap: the turned kernel of an input gradient). 9 masked gathers, the
-    transform, 16 masked stores."""
-    return _weights_typing(F23, w, base, lane_stride, tap_step, count, packed, pstart, pstride)
-
-
-@intrinsic
-def winograd_weights2(typingctx, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
-    """winograd_weights for S2: G's first four rows, 16 entries (_entry maps its 25 onto them)."""
-    return _weights_typing(S2, w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+# per algorithm (KINDS in nbops/cpu/_winograd_transforms.py: F23, S2, S2T for P even and odd): the
+# spacing of the blocks' patches in the input, the outputs of a block in each dimension, V's entries
+STEP = (2, 4, 2, 2)
+OUTPUTS = (2, 2, 4, 4)
+ENTRIES = (16, 25, 25, 25)
 
 
 @parallel_kernel(cache=True)
-def _winograd_weights(w, in_channels, out_channels, turned, strided, packed):
-    """packed(e * blocks + b, 12 c + r) = U(e, j, c) = (G g G^T)(k, l) for e = Pk + l, j = 12 b + r and
+def _winograd_weights(w, in_channels, out_channels, turned, kind, packed):
+    """packed(e * blocks + b, 12 c + r) = U(e, j, c) = (G g G^T)(k, l) for e = 4k + l, j = 12 b + r and
     g the 3x3 kernel of output channel j and input channel c: w(j, c) of conv2d weights (C_out, C_in,
-    3, 3), or where `turned`, w(c, j) turned by 180 degrees of conv_transpose2d weights (C_in, C_out, 3,
-    3) (an input gradient's kernel); zeros in the rows past the last output channel. A task is one
-    block of twelve output channels, L at a time (winograd_weights; `strided`: S2's G, whose fifth
-    row is its fourth: the 16 entries of its first four rows, see _entry)."""
+    3, 3), or where `turned`, w(c, j) of conv_transpose2d weights (C_in, C_out, 3, 3) (an input
+    gradient's kernel), turned by 180 degrees for F23 (kind 0; S2T's G takes the taps as they are);
+    zeros in the rows past the last output channel. G's four distinct rows (S2 and S2T: the fifth is
+    the fourth again, see _entry). A task is one block of twelve output channels, L at a time
+    (transform_weights)."""
     lanes = 64 // packed.itemsize
     blocks = packed.shape[0] // 16
     flat = w.reshape(-1)
@@ -279,12 +91,13 @@ def _winograd_weights(w, in_channels, out_channels, turned, strided, packed):
                 count = min(lanes, TILE_ROWS - r0, out_channels - j0)
                 if count <= 0:
                     continue
-                if strided:
-                    winograd_weights2(flat, (j0 * in_channels + c) * 9, in_channels * 9, 1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
-                elif turned:  # (g(m, l) = w(c, j, 2 - m, 2 - l))
-                    winograd_weights(flat, (c * out_channels + j0) * 9 + 8, 9, -1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
+                at = b * packed.shape[1] + TILE_ROWS * c + r0
+                if turned and kind == 0:  # (g(m, l) = w(c, j, 2 - m, 2 - l))
+                    transform_weights(kind, flat, (c * out_channels + j0) * 9 + 8, 9, -1, count, packed.reshape(-1), at, blocks * packed.shape[1])
+                elif turned:
+                    transform_weights(kind, flat, (c * out_channels + j0) * 9, 9, 1, count, packed.reshape(-1), at, blocks * packed.shape[1])
                 else:
-                    winograd_weights(flat, (j0 * in_channels + c) * 9, in_channels * 9, 1, count, packed.reshape(-1), b * packed.shape[1] + TILE_ROWS * c + r0, blocks * packed.shape[1])
+                    transform_weights(kind, flat, (j0 * in_channels + c) * 9, in_channels * 9, 1, count, packed.reshape(-1), at, blocks * packed.shape[1])
         for r in range(max(0, out_channels - b * TILE_ROWS), TILE_ROWS):
             for e in range(16):
                 for c in range(in_channels):
@@ -292,22 +105,23 @@ def _winograd_weights(w, in_channels, out_channels, turned, strided, packed):
 
 
 @parallel_kernel(cache=True)
-def _winograd_inputs(x, top, left, tiles_h, tiles_w, panels, strided, V):
-    """V(e, (p * C_in + c) * 2L + s) = (B^T d B)(k, l) for e = 4k + l and tile p * 2L + s = (n * tiles_h +
-    y) * tiles_w + x (panels p of 2L tiles), d the 4x4 patch of channel c at (2y - top, 2x - left) of
-    the input x (where `strided`: e = 5k + l, the 5x5 patch at (4y - top, 4x - left)) (N, C_in, H, W), contiguous, zero outside it (the padding). A task is one panel (so that
-    it writes V's memory in order: sample by sample and channel by channel, 2.5x slower on 56x56):
-    its tiles in runs along a row of blocks, up to L at a time (winograd_in), for each channel."""
+def _winograd_inputs(x, top, left, tiles_h, tiles_w, panels, kind, V):
+    """V(e, (p * C_in + c) * 2L + s) = (B^T d B)(k, l) for e = Ek + l and tile p * 2L + s = (n * tiles_h +
+    y) * tiles_w + x (panels p of 2L tiles), d the P x P patch of channel c at (step y - top, step x -
+    left) of the input x (N, C_in, H, W), contiguous, zero outside it (the padding); B, E, P and step
+    those of `kind` (F23: 4, 4, 2). A task is one panel (so that it writes V's memory in order: sample
+    by sample and channel by channel, 2.5x slower on 56x56): its tiles in runs along a row of blocks,
+    up to L at a time (transform_in), for each channel."""
     channels = x.shape[1]
     lanes = 64 // V.itemsize
     flat = V.reshape(-1)
     for p in prange(panels):
-        _panel_inputs(x, top, left, tiles_h, tiles_w, p, flat, p * channels * 2 * lanes, 2 * lanes, V.shape[1], strided)
+        _panel_inputs(x, top, left, tiles_h, tiles_w, p, flat, p * channels * 2 * lanes, 2 * lanes, V.shape[1], kind)
 
 
 @njit(cache=True)
 def _entry(e, entries):
-    """The row of U (16 of them) that entry e of V (16: F23, 25: S2) multiplies: S2's G g G^T has
+    """The row of U (16 of them) that entry e of V (16: F23, 25: S2, S2T) multiplies: their G g G^T has
     equal rows 3 and 4 and equal columns 3 and 4 (G's fourth and fifth rows are both (0, 1, 0))."""
     if entries == 16:
         return e
@@ -315,11 +129,11 @@ def _entry(e, entries):
 
 
 @njit(cache=True)
-def _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, vstart, vstep, vrow, strided):
+def _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, vstart, vstep, vrow, kind):
     """V(vstart + e * vrow + c * vstep + s) = (B^T d B)(k, l) for the tiles p * 2L + s of panel p (those
     before the last tile) and every channel c of x (N, C_in, H, W), contiguous, padded by (top, left)
     (see _winograd_inputs). Returns (runs, count): the panel's runs of tiles along rows of blocks,
-    (sample, block row, block column, tiles, first s), up to L at a time (winograd_in's)."""
+    (sample, block row, block column, tiles, first s), up to L at a time (transform_in's)."""
     batch, channels, height, width = x.shape
     lanes = 64 // x.itemsize
     cols, tiles = 2 * lanes, batch * tiles_h * tiles_w
@@ -335,13 +149,11 @@ def _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, vstart, vstep, vrow, str
         count += 1
         tile += run
     src = x.reshape(-1)
+    step = STEP[kind]  # (here, not in the loop: a tuple indexed there made the loop 1.2x slower)
     for c in range(channels):
         for i in range(count):
             first = (runs[i, 0] * channels + c) * height * width
-            if strided:
-                winograd_in2(src, first, width, 4 * runs[i, 1] - top, height, 4 * runs[i, 2] - left, runs[i, 3], V, vstart + c * vstep + runs[i, 4], vrow)
-            else:
-                winograd_in(src, first, width, 2 * runs[i, 1] - top, height, 2 * runs[i, 2] - left, runs[i, 3], V, vstart + c * vstep + runs[i, 4], vrow)
+            transform_in(kind, src, first, width, step * runs[i, 1] - top, height, step * runs[i, 2] - left, runs[i, 3], V, vstart + c * vstep + runs[i, 4], vrow)
     return runs, count
 
 
@@ -385,11 +197,11 @@ def _winograd_products(V, packed, M, in_channels, out_channels, width, panel_chu
 
 
 @parallel_kernel(cache=True)
-def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out, nans):
-    """out(n, j, 2y + a, 2x + b) = bias(j) + (A^T M(:, j * width + tile) A)(a, b), tile = (n * tiles_h + y)
-    * tiles_w + x, where that lies inside out (contiguous); M's 16 or 25 rows: F23 or S2. A task is one
-    sample and channel; each row of blocks goes L blocks at a time (winograd_out, winograd_out2);
-    nans(task): how many of its calls stored a NaN."""
+def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out, kind, nans):
+    """out(n, j, ny + a, nx + b) = bias(j) + (A^T M(:, j * width + tile) A)(a, b), tile = (n * tiles_h + y)
+    * tiles_w + x, where that lies inside out (contiguous); A and the n x n outputs of a block those
+    of `kind`. A task is one sample and channel; each row of blocks goes L blocks at a time
+    (transform_out); nans(task): how many of its calls stored a NaN."""
     batch, channels, out_h, out_w = out.shape
     lanes = 64 // out.itemsize
     flat = M.reshape(-1)
@@ -397,16 +209,14 @@ def _winograd_outputs(M, bias, tiles_h, tiles_w, width, out, nans):
     for task in prange(batch * channels):
         n = task // channels
         j = task - n * channels
+        size = OUTPUTS[kind]
         for y in range(tiles_h):
             base = j * width + (n * tiles_h + y) * tiles_w
-            top = ((n * channels + j) * out_h + 2 * y) * out_w
+            top = ((n * channels + j) * out_h + size * y) * out_w
             for x0 in range(0, tiles_w, lanes):
-                valid = min(2 * lanes, out_w - 2 * x0)
-                below = valid if 2 * y + 1 < out_h else 0
-                if M.shape[0] == 25:
-                    nans[task] += winograd_out2(flat, base + x0, M.shape[1], min(lanes, tiles_w - x0), bias, j, dst, top + 2 * x0, valid, below, out_w)
-                else:
-                    nans[task] += winograd_out(flat, base + x0, M.shape[1], min(lanes, tiles_w - x0), bias, j, dst, top + 2 * x0, valid, below, out_w)
+                valid = min(size * lanes, out_w - size * x0)
+                count = min(lanes, tiles_w - x0)
+                nans[task] += transform_out(kind, flat, base + x0, M.shape[1], count, bias, j, dst, top + size * x0, valid, out_h - size * y, out_w)
 
 
 WINOGRAD = True  # 3x3 stride-1 convolutions through run_winograd where winograd_fits (False: the direct tiles)
@@ -432,17 +242,18 @@ def winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_ch
     return WINOGRAD and shape and enough
 
 
-STRIDED = True  # 3x3 stride-2 convolutions through run_winograd (S2) where strided_winograd_fits
+STRIDED = True  # 3x3 stride-2 convolutions through run_winograd (S2, S2T) where strided_winograd_fits
 STRIDED_SIZE = 14  # fewest rows and columns of output for S2 (7x7: 0.78-0.87x the direct tiles, 4x4
 # blocks for 49 outputs)
 
 
 def strided_winograd_fits(kernel, strides, dilations, groups, batch, in_channels, out_channels, out_hw):
-    """Whether a convolution goes through run_winograd at stride 2 (S2): a 3x3 kernel at stride 2,
-    without dilation or groups, as winograd_fits for the channels and blocks, on outputs of at least
-    STRIDED_SIZE rows and columns. Measured against the direct tiles on ResNet's stride-2 3x3 layers,
-    batch 8 and 16, alternating: 64->128 56x56 1.08-1.23x, 128->128 56x56 1.12-1.26x, 128->256 28x28
-    1.00-1.12x, 256->256 28x28 1.16-1.26x; on 7x7 outputs (256->512 and 512->512 14x14) 0.78-0.87x."""
+    """Whether a convolution goes through run_winograd at stride 2 (S2; its input gradient, S2T, with
+    the same arguments): a 3x3 kernel at stride 2, without dilation or groups, as winograd_fits for
+    the channels and blocks, on outputs of at least STRIDED_SIZE rows and columns. Measured against
+    the direct tiles on ResNet's stride-2 3x3 layers, batch 8 and 16, alternating: S2 64->128 56x56
+    1.08-1.23x, 128->128 56x56 1.12-1.26x, 128->256 28x28 1.00-1.12x, 256->256 28x28 1.16-1.26x, and
+    S2T 1.19-1.67x on those; on 7x7 outputs (256->512 and 512->512 14x14) 0.78-0.9x."""
     shape = tuple(kernel) == (3, 3) and tuple(strides) == (2, 2) and tuple(dilations) == (1, 1) and groups == 1
     enough = min(in_channels, out_channels) >= max(1, WINOGRAD_CHANNELS) and _blocks(batch, out_hw) >= WINOGRAD_BLOCKS
     return WINOGRAD and STRIDED and shape and enough and min(out_hw) >= STRIDED_SIZE
@@ -457,16 +268,16 @@ def _thread_rows(name, size, dtype):
     return _reused(name, (config.NUMBA_NUM_THREADS, size), dtype)
 
 
-def _transformed_inputs(x4, before, out_hw, dtype, strided=False):
+def _transformed_inputs(x4, before, out_hw, dtype, kind=0):
     """(V, tiles_h, tiles_w, width): _winograd_inputs of x4 for an output of out_hw, padding
     `before`, in a buffer kept per thread; its last panel's tiles past the last one are zeros."""
     lanes = 128 // np.dtype(dtype).itemsize  # (tiles per panel: the register tile's 2L columns)
-    tiles_h, tiles_w = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
+    tiles_h, tiles_w = -(-out_hw[0] // OUTPUTS[kind]), -(-out_hw[1] // OUTPUTS[kind])
     panels = -(-x4.shape[0] * tiles_h * tiles_w // lanes)
     width = panels * lanes
-    V = _reused("V", (25 if strided else 16, width * x4.shape[1] + SKEW), dtype)
+    V = _reused("V", (ENTRIES[kind], width * x4.shape[1] + SKEW), dtype)
     V[:, (panels - 1) * lanes * x4.shape[1] :] = 0
-    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, strided, V)
+    _winograd_inputs(contiguous(x4), before[0], before[1], tiles_h, tiles_w, panels, kind, V)
     return V, tiles_h, tiles_w, width
 
 
@@ -475,7 +286,7 @@ FUSED_WEIGHT_BYTES = 5 << 20  # largest transformed weights U for _winograd_fuse
 
 
 @parallel_kernel(cache=True)
-def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, strided, scratch, nans):
+def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, kind, scratch, nans):
     """The three steps in one pass where the transformed weights are small (64-256 channels: V and M of
     a whole batch are 25-50 MB on 56x56 and 28x28, and went through L3 at 120-230 GFLOP/s of products):
     a task is one panel of 2L tiles, whose V (16 x C_in x 2L values, _winograd_inputs' layout for one
@@ -483,19 +294,19 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, strided, 
     `scratch` (numba.get_thread_id), in L2 and L1, with U = packed (in L2 up to 128 channels) read from
     the same place by every task:
 
-        for each input channel: V(e, c, :) = B^T d B                    (winograd_in)
+        for each input channel: V(e, c, :) = B^T d B                    (transform_in)
         for each block b of 12 output channels:
             for each entry e: M(e, 12 rows, :) = U(e, block b, :) V(e)  (tile12x32 over every c)
-            for each of its channels j: out(j) = A^T M(:, j) A + bias(j)  (winograd_out)
+            for each of its channels j: out(j) = A^T M(:, j) A + bias(j)  (transform_out)
 
-    The same sums as the step-by-step path, in one run over the input channels (16 entries, or 25 where
-    `strided`: winograd_in2, winograd_out2); nans(p): how many output calls of panel p stored a NaN."""
+    The same sums as the step-by-step path, in one run over the input channels (the algorithm `kind`);
+    nans(p): how many output calls of panel p stored a NaN."""
     batch, channels = x.shape[:2]
     out_channels, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     lanes = 64 // x.itemsize
     cols = 2 * lanes  # (tiles per panel)
     tiles = batch * tiles_h * tiles_w
-    entries = 25 if strided else 16
+    entries, size = ENTRIES[kind], OUTPUTS[kind]
     blocks = packed.shape[0] // 16
     vrow, mrow = channels * cols + SKEW, TILE_ROWS * cols
     offsets = np.arange(channels) * cols
@@ -504,7 +315,7 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, strided, 
     for p in prange((tiles + cols - 1) // cols):
         row = scratch[get_thread_id()]
         V, M = row[: entries * vrow], row[entries * vrow : entries * (vrow + mrow)]
-        runs, count = _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, 0, cols, vrow, strided)  # (a last panel's other columns: unused)
+        runs, count = _panel_inputs(x, top, left, tiles_h, tiles_w, p, V, 0, cols, vrow, kind)  # (a last panel's other columns: unused)
         for b in range(blocks):
             rows = min(TILE_ROWS, out_channels - b * TILE_ROWS)
             for e in range(entries):
@@ -513,43 +324,42 @@ def _winograd_fused(x, top, left, tiles_h, tiles_w, packed, bias, out, strided, 
                 j = b * TILE_ROWS + r
                 for i in range(count):
                     n, y, col, run = runs[i, 0], runs[i, 1], runs[i, 2], runs[i, 3]
-                    valid = min(2 * run, out_w - 2 * col)
-                    at = ((n * out_channels + j) * out_h + 2 * y) * out_w + 2 * col
-                    below = valid if 2 * y + 1 < out_h else 0
-                    if strided:
-                        nans[p] += winograd_out2(M, r * cols + runs[i, 4], mrow, run, bias, j, dst, at, valid, below, out_w)
-                    else:
-                        nans[p] += winograd_out(M, r * cols + runs[i, 4], mrow, run, bias, j, dst, at, valid, below, out_w)
+                    valid = min(size * run, out_w - size * col)
+                    at = ((n * out_channels + j) * out_h + size * y) * out_w + size * col
+                    nans[p] += transform_out(kind, M, r * cols + runs[i, 4], mrow, run, bias, j, dst, at, valid, out_h - size * y, out_w)
 
 
 def run_winograd(x4, w, bias, out, before, turned=False, stride=1):
     """out = conv2d(x4, w (C_out, C_in, 3, 3)) + bias at `stride` (1: F23, 2: S2), zero padding `before`
-    (top, left) and whatever more out's size implies (see the top of this file); `turned` (stride 1):
-    w is conv_transpose2d's (C_in, C_out, 3, 3) and the kernel is w turned (an input gradient at stride
-    1). In one pass (_winograd_fused) where the transformed weights fit FUSED_WEIGHT_BYTES, else step
-    by step. Returns False where out has a NaN: an infinite input (or weight) met the transforms'
+    (top, left) and whatever more out's size implies (see the top of this file). `turned`: w is
+    conv_transpose2d's (C_in, C_out, 3, 3) and out = conv_transpose2d(x4, w) + bias, at stride 1 the
+    correlation with w turned, padded by `before` (2 - padding; F23), at stride 2 with padding `before`
+    of the same parity in both dimensions (S2T; an input gradient of conv2d at stride 2 with that
+    padding). In one pass (_winograd_fused) where the transformed weights fit FUSED_WEIGHT_BYTES, else
+    step by step. Returns False where out has a NaN: an infinite input (or weight) met the transforms'
     differences, inf - inf, where the direct sum may be infinite; the caller then runs that."""
     in_channels, out_channels = x4.shape[1], out.shape[1]
     blocks = -(-out_channels // TILE_ROWS)
-    strided = stride == 2
-    entries = 25 if strided else 16
+    kind = 0 if stride == 1 else 1 if not turned else 2 + before[0] % 2
+    if kind >= 2:  # (dy's patch of 3 for a block of 4 grad_x positions starts at 2y + (P - 1) // 2)
+        before = (-((before[0] - 1) // 2), -((before[1] - 1) // 2))
+    entries, size = ENTRIES[kind], OUTPUTS[kind]
     packed = _reused("U", (16 * blocks, TILE_ROWS * in_channels + SKEW), out.dtype)
-    _winograd_weights(contiguous(w), in_channels, out_channels, turned, strided, packed)
+    _winograd_weights(contiguous(w), in_channels, out_channels, turned, kind, packed)
     target = out if out.flags.c_contiguous else np.empty(out.shape, dtype=out.dtype)
     if FUSED and packed[:, : TILE_ROWS * in_channels].nbytes <= FUSED_WEIGHT_BYTES:
         lanes = 64 // out.itemsize
-        size = entries * (in_channels * 2 * lanes + SKEW + TILE_ROWS * 2 * lanes)
-        scratch = _thread_rows("F", size, out.dtype)
-        tiles_h, tiles_w = -(-out.shape[2] // 2), -(-out.shape[3] // 2)
+        scratch = _thread_rows("F", entries * (in_channels * 2 * lanes + SKEW + TILE_ROWS * 2 * lanes), out.dtype)
+        tiles_h, tiles_w = -(-out.shape[2] // size), -(-out.shape[3] // size)
         nans = np.zeros(-(-x4.shape[0] * tiles_h * tiles_w // (2 * lanes)), dtype=np.int64)
-        _winograd_fused(contiguous(x4), before[0], before[1], tiles_h, tiles_w, packed, contiguous(bias), target, strided, scratch, nans)
+        _winograd_fused(contiguous(x4), before[0], before[1], tiles_h, tiles_w, packed, contiguous(bias), target, kind, scratch, nans)
     else:
-        V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, out.shape[2:], out.dtype, strided)
+        V, tiles_h, tiles_w, width = _transformed_inputs(x4, before, out.shape[2:], out.dtype, kind)
         M = _reused("M", (entries, out_channels * width + SKEW), out.dtype)
         chunks = -(-blocks // max(1, TILE_WEIGHT_BYTES // (4 * TILE_ROWS * max(1, in_channels))))  # (a chunk's weights in L2)
         _winograd_products(V, packed, M, in_channels, out_channels, width, PRODUCT_PANELS, -(-blocks // chunks))
         nans = np.zeros(out.shape[0] * out_channels, dtype=np.int64)
-        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, target, nans)
+        _winograd_outputs(M, contiguous(bias), tiles_h, tiles_w, width, target, kind, nans)
     if target is not out:
         out[...] = target
     return not nans.any()

@@ -19,9 +19,9 @@ from ._lanes import _Lanes, _reused, flat_view, intrinsic_arguments
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS
 from ._weight_tiles import _channel_blocks, taps12x32
+from ._winograd_transforms import _arrays_typing
 from ._winograd import (
     SKEW,
-    _arrays_typing,
     _blocks,
     _panel_inputs,
     _thread_rows,
@@ -189,7 +189,7 @@ def _winograd_weight_fused(x, top, left, grads, tiles_h, tiles_w, out_h, out_w, 
                 V[:] = 0.0
                 Z[:] = 0.0
             for i in range(count):
-                runs, spans = _panel_inputs(x, top, left, tiles_h, tiles_w, p0 + i, V, i * channels * wide, wide, vrow, False)
+                runs, spans = _panel_inputs(x, top, left, tiles_h, tiles_w, p0 + i, V, i * channels * wide, wide, vrow, 0)
                 for k in range(spans):  # (the same runs of tiles along rows of blocks for Z)
                     n, y, col, run, lane = runs[k, 0], runs[k, 1], runs[k, 2], runs[k, 3], runs[k, 4]
                     for s in range(run):

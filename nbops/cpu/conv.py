@@ -53,8 +53,9 @@ from ._winograd_grad import run_winograd_weight_grad, winograd_weight_fits
 #    input gradients (a correlation with the kernel turned round) and conv_transpose2d at stride 1 too,
 #    and their weight gradients from 64 channels (nbops/cpu/_winograd_grad.py, winograd_weight_fits);
 #    with few channels each in one pass per panel of blocks, its transforms in L2. At stride 2 on outputs
-#    of 14x14 and more (strided_winograd_fits), the forward goes through S2, its stride-2 twin: 25
-#    multiplications for a 2x2 block, not 36.
+#    of 14x14 and more (strided_winograd_fits), the forward goes through S2, its stride-2 twin (25
+#    multiplications for a 2x2 block, not 36), and the input gradient and conv_transpose2d through its
+#    transpose S2T (nbops/cpu/_winograd_transforms.py).
 # 6. A transposed convolution whose kernel is its stride (2x2 at stride 2) has phases that do not
 #    overlap: one 1x1 convolution computes all of them, then _interleave_phases puts them in place.
 # ---------------------------------------------------------------------------------------------------
@@ -438,6 +439,12 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     if TILED and fits and max(pads) <= 2:  # (a correlation with the kernel turned, padded by 2 - padding)
         if run_winograd(x4, w, b, out, (2 - pads[0], 2 - pads[1]), turned=True):
             return
+    # 3x3 at stride 2 (conv2d's input gradient too): S2T, S2's transposed twin, where the padding has
+    # one parity (measured against the phases below: 1.2-1.7x where the input is 14x14 or more, 0.8-0.9x
+    # on 7x7, as S2)
+    strided = strided_winograd_fits(w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, x4.shape[2:])
+    if TILED and strided and pads[0] % 2 == pads[1] % 2 and run_winograd(x4, w, b, out, pads, turned=True, stride=2):
+        return
     top, left, plane_h, plane_w, group_size, channel_base, phases, slack = _transpose_plan(
         tuple(strides), tuple(pads), tuple(dilations), groups, w.shape, x4.shape[2:], out.shape[2:]
     )
