@@ -389,7 +389,7 @@ def _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups
     lanes4 = 256 // out.itemsize
     # out itself, flat, where the kernels can write it so (contiguous; else empty: they take a buffer)
     flat_out = flat_view(out)
-    if row_tiles_fit(out_w, plane_w, group_out, out.itemsize):
+    if row_tiles_fit(out_w, plane_w, group_out, out.itemsize):  # (conv.py lays out xs for them without over-read)
         if min(out.strides) < 0:  # (_flat_place needs increasing addresses)
             result = np.empty(out.shape, dtype=out.dtype)
             _run_tiles(xs, weights, channel_base, tap_index, offsets, group_size, groups, bias, result, plane_w, work, tail, stride)
