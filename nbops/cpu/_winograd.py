@@ -60,7 +60,7 @@ from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile_block
 from ._winograd_transforms import transform_in, transform_out, transform_weights
 
-# values added to the length of each of the 16 rows of V, M and the weights' buffer: rows written or
+# values added to the length of each row of V, M and the weights' buffer (16 or 25 of them): rows written or
 # read side by side fell in one set of L1 where their length is a multiple of 4 KB
 SKEW = 16
 
