@@ -252,7 +252,7 @@ def strided_winograd_fits(kernel, strides, dilations, groups, batch, in_channels
     the same arguments): a 3x3 kernel at stride 2, without dilation or groups, as winograd_fits for
     the channels and blocks, on outputs of at least STRIDED_SIZE rows and columns. Measured against
     the direct tiles on ResNet's stride-2 3x3 layers, batch 8 and 16, alternating: S2 64->128 56x56
-    1.08-1.23x, 128->128 56x56 1.12-1.26x, 128->256 28x28 1.00-1.12x, 256->256 28x28 1.16-1.26x, and
+    1.15-1.23x, 128->128 56x56 1.13-1.26x, 128->256 28x28 1.00-1.11x, 256->256 28x28 1.16-1.26x, and
     S2T 1.19-1.67x on those; on 7x7 outputs (256->512 and 512->512 14x14) 0.78-0.9x."""
     shape = tuple(kernel) == (3, 3) and tuple(strides) == (2, 2) and tuple(dilations) == (1, 1) and groups == 1
     enough = min(in_channels, out_channels) >= max(1, WINOGRAD_CHANNELS) and _blocks(batch, out_hw) >= WINOGRAD_BLOCKS
