@@ -109,10 +109,12 @@ def _back(d0, d1, d2, d3):
 
 
 @parallel_kernel(cache=True)
-def _winograd_weights_back(dU, in_channels, grad):
+def _winograd_weights_back(dU, in_channels, grad, nans):
     """grad(j, 9c + 3m + q) = (G^T dU(:, c, j) G)(m, q), dU(e, c * J' + j) (_winograd_weight_products).
     A task is BACK_CHANNELS output channels, whose dU values lie side by side (one output channel per
-    task read a cache line per value: 12.5 ms on 512x512)."""
+    task read a cache line per value: 12.5 ms on 512x512); nans(task): how many of its 3x3 kernels
+    hold a NaN (their sum is NaN: also where one holds inf and -inf, which only costs the caller's
+    fallback)."""
     out_channels = grad.shape[0]
     row = dU.shape[1] // in_channels
     for task in prange((out_channels + BACK_CHANNELS - 1) // BACK_CHANNELS):
@@ -128,6 +130,9 @@ def _winograd_weights_back(dU, in_channels, grad):
                 out[9 * c], out[9 * c + 1], out[9 * c + 2] = _back(a0, a1, a2, a3)  # (times G, along each row)
                 out[9 * c + 3], out[9 * c + 4], out[9 * c + 5] = _back(b0, b1, b2, b3)
                 out[9 * c + 6], out[9 * c + 7], out[9 * c + 8] = _back(c0, c1, c2, c3)
+                total = out[9 * c : 9 * c + 9].sum()
+                if total != total:
+                    nans[task] += 1
 
 
 BACK_CHANNELS = 16  # output channels per task of _winograd_weights_back
@@ -224,7 +229,9 @@ STEP_BYTES = 1 << 20  # V and Z of the panels of a step of _winograd_weight_fuse
 
 def run_winograd_weight_grad(x4, grad4, before):
     """grad_weight (C_out, 9 C_in) of conv2d 3x3 at stride 1 (winograd_fits) from its input x4 and
-    grad_output grad4 (N, C_out, H_out, W_out), padding `before` (see above)."""
+    grad_output grad4 (N, C_out, H_out, W_out), padding `before` (see above); None where it holds a
+    NaN (an infinite input met the transforms' differences, where the direct sum may be infinite: the
+    caller then runs that)."""
     batch, in_channels = x4.shape[:2]
     out_channels, out_h, out_w = grad4.shape[1:]
     lanes = 128 // grad4.itemsize
@@ -253,5 +260,6 @@ def run_winograd_weight_grad(x4, grad4, before):
         dU = _reused("U", (16, in_channels * jblocks * lanes), grad4.dtype)
         _winograd_weight_products(V, Z, dU, in_channels, out_channels, width)
     grad = np.empty((out_channels, 9 * in_channels), dtype=grad4.dtype)
-    _winograd_weights_back(dU, in_channels, grad)
-    return grad
+    nans = np.zeros(-(-out_channels // BACK_CHANNELS), dtype=np.int64)
+    _winograd_weights_back(dU, in_channels, grad, nans)
+    return None if nans.any() else grad

@@ -93,7 +93,7 @@ def _interleave(b, vectors, lanes):
     i32 = ir.IntType(32)
     whole = vectors
     while len(whole) > 1:  # (pairs concatenated: a vector of 2L, then 4L values)
-        size = len(whole[0].type.elements) if hasattr(whole[0].type, "elements") else whole[0].type.count
+        size = whole[0].type.count
         order = ir.Constant(ir.VectorType(i32, 2 * size), list(range(2 * size)))
         whole = [b.shuffle_vector(whole[j], whole[j + 1], order) for j in range(0, len(whole), 2)]
     n = len(vectors)

@@ -528,9 +528,9 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
         batch, channels, out_h, out_w = grad4.shape
         fits = winograd_weight_fits(weight_shape[2:], strides, dilations, groups, batch, source4.shape[1], out_channels, (out_h, out_w))
         if TILED and fits and rows == out_h:  # (3x3 at stride 1: F(2x2, 3x3), nbops/cpu/_winograd_grad.py)
-            grad = run_winograd_weight_grad(source4, grad4, before)
-            if not np.isnan(grad).any():  # (else an infinity met the transforms' differences: as below)
-                return grad.reshape(weight_shape)
+            winograd = run_winograd_weight_grad(source4, grad4, before)
+            if winograd is not None:  # (else an infinity met the transforms' differences: as below)
+                return winograd.reshape(weight_shape)
         pointwise = _pointwise(source4, weight_shape, strides, before, (rows, out_w))
         if pointwise is not None:
             source4, strides, before, padded = pointwise
