@@ -16,7 +16,7 @@ from .._arrays import contiguous
 from ._lanes import _reused
 from ._parallel import parallel_kernel, unravel3
 from ._planes import _interleave_phases, _phase_layout, _phase_planes, _pointwise, _strided_into, _Taps, _turned
-from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit
+from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit, tiles_over_read
 from ._weight_tiles import _run_weight_tiles
 from ._winograd import run_winograd, strided_winograd_fits, winograd_fits
 from ._winograd_grad import run_winograd_weight_grad, winograd_weight_fits
@@ -365,10 +365,8 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
         # stride 2 through the row tiles: planes without a stride (a padded copy), each output position
         # reading from twice its coordinates, where the four phase planes cost 1.2-1.5x a copy
         strides, stride, rows_read = (1, 1), 2, 2 * out_h
-    # the row tiles read no position past a row's last (the 12 x 32 tiles read up to TILE_COLUMNS past
-    # the last row's: the layout's slack, which makes it copy an input that could be read in place)
-    rows_fit = row_tiles_fit(out.shape[3], -(-padded[1] // strides[1]), out_channels // groups, out.itemsize)
-    over_read = 0 if TILED and rows_fit else TILE_COLUMNS
+    # (the plain loops are laid out as for the 12 x 32 tiles)
+    over_read = tiles_over_read(out.shape[3], -(-padded[1] // strides[1]), out_channels // groups, out.itemsize) if TILED else TILE_COLUMNS
     xs, offsets, group_size, plane_w, last = _phase_layout(x4, w.shape, rows_read, strides, before, padded, dilations, groups, over_read, tail=TILED)
     # taps in the order of their offsets: with a stride, the taps reading one phase plane come together,
     # so the four taps of an inner loop read neighbouring memory (the same sum, in another order)
