@@ -10,16 +10,14 @@ then the back-transform (the 4x4 back to 3x3).
 """
 
 import numpy as np
-from llvmlite import ir
-from numba import get_thread_id, njit, prange, types
-from numba.extending import intrinsic
+from numba import get_thread_id, njit, prange
 
 from .._arrays import contiguous
-from ._lanes import _Lanes, _reused, flat_view, intrinsic_arguments
+from ._lanes import _reused, flat_view
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS
 from ._weight_tiles import _channel_blocks, taps12x32
-from ._winograd_transforms import _arrays_typing
+from ._winograd_transforms import winograd_dy
 from ._winograd import (
     SKEW,
     _blocks,
@@ -28,39 +26,6 @@ from ._winograd import (
     _transformed_inputs,
     winograd_fits,
 )
-
-
-@intrinsic
-def winograd_dy(typingctx, grads, start, right, below, out_w, Z, zstart, zrow):
-    """Z(zstart + e * zrow + s) = (A dY A^T)(k, l), e = 4k + l, for the 2L channels s < 2L of a block of
-    grad_output in blocks of 2L channels (grads (N, J, H_out * W_out, 2L), _channel_blocks): dY the 2x2
-    block whose top left value is at grads(start + s), its right column only where `right` and its
-    bottom row only where `below` (else zeros, not read). Two vectors of L channels: 4 masked loads
-    each, the sums, 16 stores."""
-    if not _arrays_typing((grads, Z)):
-        return None
-    signature = types.void(grads, start, right, below, out_w, Z, zstart, zrow)
-
-    def codegen(context, builder, signature, args):
-        g_p, start, right, below, out_w, z_p, zstart, zrow = intrinsic_arguments(context, builder, signature, args)
-        v, b = _Lanes(builder, signature.args[0].dtype), builder
-        wide = v.const(2 * v.lanes)
-        every = ir.Constant(v.masks, [1] * v.lanes)
-        nothing = ir.Constant(v.masks, [0] * v.lanes)
-        has_right, has_below = (b.icmp_signed("!=", flag, v.const(0)) for flag in (right, below))
-        masks = (every, b.select(has_right, every, nothing), b.select(has_below, every, nothing), b.select(b.and_(has_right, has_below), every, nothing))
-        shifts = (v.const(0), wide, b.mul(out_w, wide), b.mul(b.add(out_w, v.const(1)), wide))
-        for half in range(2):
-            g00, g01, g10, g11 = (v.masked_load(v.vector, g_p, b.add(b.add(start, shift), v.const(half * v.lanes)), mask) for shift, mask in zip(shifts, masks))
-            negative = (b.fneg(g10), b.fneg(g11))
-            rows = ((g00, g01), (b.fadd(g00, g10), b.fadd(g01, g11)), (b.fsub(g00, g10), b.fsub(g01, g11)), negative)
-            for k, (c0, c1) in enumerate(rows):  # (A dY) row k, times A^T: c0, c0 + c1, c0 - c1, -c1
-                for l, value in enumerate((c0, b.fadd(c0, c1), b.fsub(c0, c1), b.fneg(c1))):
-                    at = b.add(b.add(zstart, b.mul(zrow, v.const(4 * k + l))), v.const(half * v.lanes))
-                    b.store(value, v.at(z_p, at), align=v.size)
-        return context.get_dummy_value()
-
-    return signature, codegen
 
 
 @parallel_kernel(cache=True)
@@ -112,12 +77,13 @@ def _back(d0, d1, d2, d3):
 def _winograd_weights_back(dU, in_channels, grad, nans):
     """grad(j, 9c + 3m + q) = (G^T dU(:, c, j) G)(m, q), dU(e, c * J' + j) (_winograd_weight_products).
     A task is BACK_CHANNELS output channels, whose dU values lie side by side (one output channel per
-    task read a cache line per value: 12.5 ms on 512x512); nans(task): how many of its 3x3 kernels
-    hold a NaN (their sum is NaN: also where one holds inf and -inf, which only costs the caller's
-    fallback)."""
+    task read a cache line per value: 12.5 ms on 512x512); nans(task) = 1 where the sum of the task's
+    values is NaN: where one is NaN (also where infinities of both signs, or sums that overflow both
+    ways, meet, which only costs the caller's fallback to the direct sum)."""
     out_channels = grad.shape[0]
     row = dU.shape[1] // in_channels
     for task in prange((out_channels + BACK_CHANNELS - 1) // BACK_CHANNELS):
+        total = 0.0  # (of every value the task writes: NaN where one is)
         for c in range(in_channels):
             for j in range(task * BACK_CHANNELS, min(out_channels, (task + 1) * BACK_CHANNELS)):
                 out = grad[j]
@@ -127,12 +93,15 @@ def _winograd_weights_back(dU, in_channels, grad, nans):
                 a1, b1, c1 = _back(dU[1, at], dU[5, at], dU[9, at], dU[13, at])
                 a2, b2, c2 = _back(dU[2, at], dU[6, at], dU[10, at], dU[14, at])
                 a3, b3, c3 = _back(dU[3, at], dU[7, at], dU[11, at], dU[15, at])
-                out[9 * c], out[9 * c + 1], out[9 * c + 2] = _back(a0, a1, a2, a3)  # (times G, along each row)
-                out[9 * c + 3], out[9 * c + 4], out[9 * c + 5] = _back(b0, b1, b2, b3)
-                out[9 * c + 6], out[9 * c + 7], out[9 * c + 8] = _back(c0, c1, c2, c3)
-                total = out[9 * c : 9 * c + 9].sum()
-                if total != total:
-                    nans[task] += 1
+                g0, g1, g2 = _back(a0, a1, a2, a3)  # (times G, along each row)
+                g3, g4, g5 = _back(b0, b1, b2, b3)
+                g6, g7, g8 = _back(c0, c1, c2, c3)
+                out[9 * c], out[9 * c + 1], out[9 * c + 2] = g0, g1, g2
+                out[9 * c + 3], out[9 * c + 4], out[9 * c + 5] = g3, g4, g5
+                out[9 * c + 6], out[9 * c + 7], out[9 * c + 8] = g6, g7, g8
+                total += ((g0 + g1) + (g2 + g3)) + ((g4 + g5) + (g6 + g7)) + g8
+        if total != total:
+            nans[task] = 1
 
 
 BACK_CHANNELS = 16  # output channels per task of _winograd_weights_back

@@ -66,10 +66,11 @@ def _arrays_typing(arrays):
 
 def _combine(b, coefficients, values, half):
     """sum_k coefficients[k] * values[k] (coefficients 0, +-1, or +-1/2 for all the non-zero ones: then
-    `half` times the sum of +-values), from the first positive term on, the others in order."""
+    `half` times the sum of +-values), from the first positive term on (where none is, the first term
+    negated), the others in order."""
     terms = [(c, value) for c, value in zip(coefficients, values) if c]
-    first = next(i for i, (c, _) in enumerate(terms) if c > 0)
-    total = terms[first][1]
+    first = next((i for i, (c, _) in enumerate(terms) if c > 0), 0)
+    total = terms[first][1] if terms[first][0] > 0 else b.fneg(terms[first][1])
     for i, (c, value) in enumerate(terms):
         if i != first:
             total = b.fadd(total, value) if c > 0 else b.fsub(total, value)
@@ -202,6 +203,42 @@ def _weights_typing(kind, w, base, lane_stride, tap_step, count, packed, pstart,
             for l, row in enumerate(transform):  # row k of G g, times G^T
                 value = _combine(b, row, (columns[0][k], columns[1][k], columns[2][k]), half)
                 v.masked_store(value, packed_p, b.add(pstart, b.mul(pstride, v.const(size * k + l))), mask)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def winograd_dy(typingctx, grads, start, right, below, out_w, Z, zstart, zrow):
+    """Z(zstart + e * zrow + s) = (A dY A^T)(k, l), e = 4k + l (F23's A), for the 2L channels s < 2L of
+    a block of grad_output in blocks of 2L channels (grads (N, J, H_out * W_out, 2L), _channel_blocks):
+    dY the 2x2 block whose top left value is at grads(start + s), its right column only where `right`
+    and its bottom row only where `below` (else zeros, not read); the weight gradient's transform
+    (nbops/cpu/_winograd_grad.py). Two vectors of L channels: 4 masked loads each, the sums, 16
+    stores."""
+    if not _arrays_typing((grads, Z)):
+        return None
+    signature = types.void(grads, start, right, below, out_w, Z, zstart, zrow)
+    transform = KINDS[0]["A"]
+    entries = len(transform[0])
+
+    def codegen(context, builder, signature, args):
+        g_p, start, right, below, out_w, z_p, zstart, zrow = intrinsic_arguments(context, builder, signature, args)
+        v, b = _Lanes(builder, signature.args[0].dtype), builder
+        wide = v.const(2 * v.lanes)
+        every = ir.Constant(v.masks, [1] * v.lanes)
+        nothing = ir.Constant(v.masks, [0] * v.lanes)
+        has_right, has_below = (b.icmp_signed("!=", flag, v.const(0)) for flag in (right, below))
+        masks = (every, b.select(has_right, every, nothing), b.select(has_below, every, nothing), b.select(b.and_(has_right, has_below), every, nothing))
+        shifts = (v.const(0), wide, b.mul(out_w, wide), b.mul(b.add(out_w, v.const(1)), wide))
+        for half in range(2):
+            g00, g01, g10, g11 = (v.masked_load(v.vector, g_p, b.add(b.add(start, shift), v.const(half * v.lanes)), mask) for shift, mask in zip(shifts, masks))
+            for k in range(entries):  # (A dY) row k: column k of A^T against dY's rows; times A^T along it
+                column = (transform[0][k], transform[1][k])
+                c0, c1 = _combine(b, column, (g00, g10), None), _combine(b, column, (g01, g11), None)
+                for l in range(entries):
+                    at = b.add(b.add(zstart, b.mul(zrow, v.const(entries * k + l))), v.const(half * v.lanes))
+                    b.store(_combine(b, (transform[0][l], transform[1][l]), (c0, c1), None), v.at(z_p, at), align=v.size)
         return context.get_dummy_value()
 
     return signature, codegen
