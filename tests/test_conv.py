@@ -31,10 +31,9 @@ CONV_CASES = [
 def conv_path(path):
     """Run conv2d through one of its kernels whatever the plane size: 'tiles' (the register tiles, both
     dtypes; the weight gradient's tasks lay out their own runs of grad_output), 'winograd' (F(2x2, 3x3)
-    for 3x3 kernels at stride 1 and its twin S2 at stride 2 whatever their channels, batch and output
-    size, the register tiles for the others,
-    with grad_output laid out before the weight gradient's tiles, as for small layers), 'planes' or
-    'pixels' (the plain loops)."""
+    for 3x3 kernels at stride 1 and its twins S2 and S2T at stride 2 whatever their channels, batch and
+    output size, the register tiles for the others, with grad_output laid out before the weight
+    gradient's tiles, as for small layers), 'planes' or 'pixels' (the plain loops)."""
     names = [(_winograd, "WINOGRAD"), (_winograd, "WINOGRAD_CHANNELS"), (_winograd, "WINOGRAD_BLOCKS"), (_winograd, "STRIDED_SIZE"),
              (_winograd_grad, "WEIGHT_CHANNELS"), (_winograd_grad, "SPLIT_CHANNELS"), (_winograd_grad, "WEIGHT_BLOCKS")]
     saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, _weight_tiles.BLOCKED_BYTES, [getattr(module, name) for module, name in names]
@@ -263,8 +262,8 @@ def test_winograd_infinite_input(stride, fused, monkeypatch):
     """Winograd's transforms take differences of inputs (d0 - d2): an infinite input gives inf - inf =
     NaN there, where the direct sum is infinite. run_winograd says when it stored a NaN, and conv2d,
     its gradients and conv_transpose2d (S2T at stride 2) then take the direct sums: the same
-    infinities as torch's, with
-    an infinity in each phase of a block (and positive weights: no inf - inf in torch's sums)."""
+    infinities as torch's, with an infinity in each phase of a block (and positive weights: no
+    inf - inf in torch's sums)."""
     monkeypatch.setattr(_winograd, "FUSED", fused)
     monkeypatch.setattr(_winograd_grad, "FUSED", fused)
     x = randn((2, 6, 12, 12), seed=1)
