@@ -1,16 +1,23 @@
 """Every distinct conv2d layer of torchvision's ResNet-18 and ResNet-50 (float32, 224x224 inputs):
 forward, input gradient and weight gradient, nbops' CPU backend against torch in the same process,
-the two alternating, best of 5 rounds each (issue 14's per-layer targets).
+in paired rounds (issue 14's per-layer targets).
 
     python benchmarks/conv_layers.py          # batch 8
     BATCH=16 python benchmarks/conv_layers.py
 
-Prints a Markdown table: torch's and nbops' forward GFLOP/s and the ratios torch time / nbops time
-(above 1: nbops is faster) for the three passes. The first layer's input gradient is not needed in a
-network (its input does not require grad) and is left out.
+Prints a Markdown table: torch's and nbops' forward GFLOP/s (from each side's median time) and the
+ratios torch time / nbops time (above 1: nbops is faster) for the three passes. The first layer's input
+gradient is not needed in a network (its input does not require grad) and is left out.
+
+Each of ROUNDS rounds (7; env ROUNDS) times the two back to back, in turns torch first and nbops first,
+and a ratio is the median of the rounds' ratios. This 2-core VM's speed moves by up to 2x between
+states that last seconds (a single-thread FMA loop measured 92 and 162 GFLOP/s minutes apart): a pair
+run within milliseconds meets the same state, where the best of each side's rounds could pair a fast
+round of one with a slow round of the other.
 """
 
 import os
+import statistics
 import time
 
 import nbops  # noqa: F401  (before torch: nbops sets torch's OpenMP spin when the user has not)
@@ -30,15 +37,21 @@ LAYERS = [
 ]
 
 
-def best_pair(torch_fn, nbops_fn, rounds=5):
+ROUNDS = int(os.environ.get("ROUNDS", 7))
+
+
+def paired(torch_fn, nbops_fn, rounds=ROUNDS):
+    """(torch's median time, nbops' median time, median of the rounds' torch/nbops ratios)."""
     torch_fn(), nbops_fn()  # (compilation, first-touch)
     times = ([], [])
-    for _ in range(rounds):
-        for fn, into in ((torch_fn, times[0]), (nbops_fn, times[1])):
+    for r in range(rounds):
+        order = ((torch_fn, times[0]), (nbops_fn, times[1]))
+        for fn, into in order if r % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             fn()
             into.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1])
+    ratio = statistics.median(t / n for t, n in zip(*times))
+    return statistics.median(times[0]), statistics.median(times[1]), ratio
 
 
 def main():
@@ -61,16 +74,15 @@ def main():
                 lambda: conv.run_conv2d_backward(gyn, xn, wn, *args, tuple(mask)),
             )
 
-        t_fwd, n_fwd = best_pair(
+        t_fwd, n_fwd, ratio = paired(
             lambda: torch.nn.functional.conv2d(x, w, None, s, p), lambda: conv.run_conv2d(xn, wn, None, *args, y.shape[2:])
         )
-        ratios = [f"{t_fwd / n_fwd:.2f}x"]
+        ratios = [f"{ratio:.2f}x"]
         for mask in ([True, False, False], [False, True, False]):
             if mask[0] and cin == 3:
                 ratios.append("-")
                 continue
-            t, n = best_pair(*backward(mask))
-            ratios.append(f"{t / n:.2f}x")
+            ratios.append(f"{paired(*backward(mask))[2]:.2f}x")
         name = f"{cin}->{cout} {size}x{size} {k}x{k} s{s}"
         print(f"| {name} | {flops / t_fwd / 1e9:.0f} | {flops / n_fwd / 1e9:.0f} | " + " | ".join(ratios) + " |", flush=True)
 
