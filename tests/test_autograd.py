@@ -527,7 +527,7 @@ def _valid(torch_fn, *args):
 # float64 too)
 GRADIENT_PATHS = [
     ("planes", torch.float64), ("tiles", torch.float64), ("tiles", torch.float32),
-    ("winograd", torch.float64), ("winograd", torch.float32),
+    ("winograd", torch.float64), ("winograd", torch.float32), ("depthwise", torch.float64), ("depthwise", torch.float32),
 ]
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nbops
-from nbops.cpu import _weight_tiles, _winograd, _winograd_grad
+from nbops.cpu import _depthwise, _weight_tiles, _winograd, _winograd_grad
 from nbops.cpu import conv as cpu_conv
 from reference import DTYPES, SUM_TOL, assert_same, non_contiguous, randn
 
@@ -33,16 +33,19 @@ def conv_path(path):
     dtypes; the weight gradient's tasks lay out their own runs of grad_output), 'winograd' (F(2x2, 3x3)
     for 3x3 kernels at stride 1 and its twins S2 and S2T at stride 2 whatever their channels, batch and
     output size, the register tiles for the others, with grad_output laid out before the weight
-    gradient's tiles, as for small layers), 'planes' or 'pixels' (the plain loops)."""
+    gradient's tiles, as for small layers), 'depthwise' (nbops/cpu/_depthwise.py for depthwise
+    convolutions, the register tiles for the others), 'planes' or 'pixels' (the plain loops)."""
     names = [(_winograd, "WINOGRAD"), (_winograd, "WINOGRAD_CHANNELS"), (_winograd, "WINOGRAD_BLOCKS"), (_winograd, "STRIDED_SIZE"),
              (_winograd_grad, "WEIGHT_CHANNELS"), (_winograd_grad, "SPLIT_CHANNELS"), (_winograd_grad, "WEIGHT_BLOCKS")]
+    names.append((_depthwise, "DEPTHWISE"))
     saved = cpu_conv.SMALL_PLANE, cpu_conv.TILED, _weight_tiles.BLOCKED_BYTES, [getattr(module, name) for module, name in names]
-    cpu_conv.TILED = path in ("tiles", "winograd")
+    cpu_conv.TILED = path in ("tiles", "winograd", "depthwise")
     cpu_conv.SMALL_PLANE = -1 if path == "planes" else 10**12
     _weight_tiles.BLOCKED_BYTES = -1 if path == "tiles" else 10**12
     _winograd.WINOGRAD = path == "winograd"
-    for module, name in names[1:]:
+    for module, name in names[1:-1]:
         setattr(module, name, 0)
+    _depthwise.DEPTHWISE = path == "depthwise"
     try:
         yield
     finally:
@@ -51,7 +54,7 @@ def conv_path(path):
             setattr(module, name, value)
 
 
-PATHS = ["planes", "pixels", "tiles", "winograd"]
+PATHS = ["planes", "pixels", "tiles", "winograd", "depthwise"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -84,7 +87,7 @@ CONVT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("path", ["planes", "tiles", "winograd"])
+@pytest.mark.parametrize("path", ["planes", "tiles", "winograd", "depthwise"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONVT_CASES)
 @pytest.mark.parametrize("batched", [True, False])
@@ -377,7 +380,7 @@ def test_conv_does_not_modify_inputs():
 # the plain loops in float64, the register tiles and F(2x2, 3x3) in both dtypes
 PROPERTY_PATHS = [
     ("planes", torch.float64), ("pixels", torch.float64), ("tiles", torch.float32), ("tiles", torch.float64),
-    ("winograd", torch.float32), ("winograd", torch.float64),
+    ("winograd", torch.float32), ("winograd", torch.float64), ("depthwise", torch.float32), ("depthwise", torch.float64),
 ]
 
 
@@ -454,6 +457,80 @@ def test_conv_transpose2d_property(path, dtype, n, groups, cin_per, cout_per, h,
         return
     with conv_path(path):
         assert_same(nbops.conv_transpose2d(x, weight, *args), expected, SUM_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels,size,kernel,stride,padding,dilation", [
+    (16, (9, 10), 3, 1, 1, 1),  # one whole block of L channels (float32; two of float64)
+    (21, (12, 7), 3, 2, 1, 1),  # a part-filled last block, a stride
+    (5, (8, 9), 5, 1, 2, 1),  # fewer channels than lanes
+    (18, (14, 14), 7, 1, 3, 1),  # ConvNeXt's 7x7
+    (17, (11, 13), (3, 2), (2, 3), (0, 1), (2, 1)),  # every parameter unequal, no padding in height
+    (33, (6, 6), 3, 1, "same", 2),
+    (9, (7, 10), (2, 4), 1, "same", 1),  # an odd total padding: one more at the bottom and right
+    (24, (9, 9), 3, 3, 0, 1),  # a stride larger than the overlap: phases without taps
+])
+def test_depthwise_matches_torch_and_loops(channels, size, kernel, stride, padding, dilation, dtype):
+    """Depthwise conv2d (nbops/cpu/_depthwise.py), its input, weight and bias gradients and
+    conv_transpose2d with groups = channels, against torch and against the plain loops ('planes'),
+    with a non-contiguous input."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = non_contiguous(randn((3, channels) + size, dtype, seed=1)).requires_grad_(True)
+    w = randn((channels, 1, kh, kw), dtype, seed=2).requires_grad_(True)
+    b = randn((channels,), dtype, seed=3).requires_grad_(True)
+    expected = F.conv2d(x, w, b, stride, padding, dilation, channels)
+    gy = randn(expected.shape, dtype, seed=4)
+    expected_grads = torch.autograd.grad(expected, (x, w, b), gy)
+    results = {}
+    for path in ("depthwise", "planes"):
+        with conv_path(path):
+            out = nbops.conv2d(x, w, b, stride, padding, dilation, channels)
+            results[path] = (out,) + torch.autograd.grad(out, (x, w, b), gy)
+    for ours, theirs in zip(results["depthwise"], (expected,) + expected_grads):
+        assert_same(ours, theirs, SUM_TOL[dtype])
+    for ours, loops in zip(results["depthwise"], results["planes"]):
+        assert_same(ours, loops, SUM_TOL[dtype])
+    if isinstance(padding, str):
+        return
+    xt = randn((2, channels) + size, dtype, seed=5).requires_grad_(True)
+    wt = randn((channels, 1, kh, kw), dtype, seed=6).requires_grad_(True)
+    first = lambda value: value if isinstance(value, int) else value[0]  # noqa: E731
+    output_padding = (1 if max(first(stride), first(dilation)) > 1 else 0, 0)  # (one more row where allowed)
+    expected = F.conv_transpose2d(xt, wt, b, stride, padding, output_padding, channels, dilation)
+    gy = randn(expected.shape, dtype, seed=7)
+    expected_grads = torch.autograd.grad(expected, (xt, wt), gy)
+    with conv_path("depthwise"):
+        out = nbops.conv_transpose2d(xt, wt, b, stride, padding, output_padding, channels, dilation)
+        grads = torch.autograd.grad(out, (xt, wt), gy)
+    for ours, theirs in zip((out,) + grads, (expected,) + expected_grads):
+        assert_same(ours, theirs, SUM_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(
+    n=st.integers(0, 2), channels=st.integers(2, 20), h=st.integers(1, 12), w=st.integers(1, 12),
+    kh=st.integers(1, 5), kw=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
+    ph=st.integers(0, 3), pw=st.integers(0, 3), dh=st.integers(1, 3), dw=st.integers(1, 3), bias=st.booleans(),
+)
+def test_depthwise_property(dtype, n, channels, h, w, kh, kw, sh, sw, ph, pw, dh, dw, bias):
+    """Depthwise conv2d and its gradients (nbops/cpu/_depthwise.py) against torch for any sizes."""
+    x = randn((n, channels, h, w), dtype, seed=h + w).requires_grad_(True)
+    weight = randn((channels, 1, kh, kw), dtype, seed=kh).requires_grad_(True)
+    b = randn((channels,), dtype, seed=3).requires_grad_(True) if bias else None
+    args = ((sh, sw), (ph, pw), (dh, dw), channels)
+    try:
+        expected = F.conv2d(randn((1,) + x.shape[1:], dtype), weight, b, *args)
+    except RuntimeError:
+        return
+    expected = F.conv2d(x, weight, b, *args)
+    inputs = [t for t in (x, weight, b) if t is not None]
+    gy = randn(expected.shape, dtype, seed=4)
+    with conv_path("depthwise"):
+        out = nbops.conv2d(x, weight, b, *args)
+        assert_same(out, expected, SUM_TOL[dtype])
+        if expected.numel():
+            for ours, theirs in zip(torch.autograd.grad(out, inputs, gy), torch.autograd.grad(expected, inputs, gy)):
+                assert_same(ours, theirs, SUM_TOL[dtype])
 
 
 def _x(shape=(2, 3, 5, 5), dtype=torch.float32):

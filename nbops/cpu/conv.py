@@ -5,7 +5,6 @@ kernel, as one small convolution per output phase.
 The drivers take checked 4-D NumPy arrays and normalised sizes (pairs of ints) and return new arrays.
 """
 
-import functools
 import math
 
 import numpy as np
@@ -13,9 +12,10 @@ from numba import njit, prange
 
 from .._arrays import contiguous
 
+from ._depthwise import depthwise_fits, run_depthwise, run_depthwise_transposed, run_depthwise_weight_grad
 from ._lanes import _reused
 from ._parallel import parallel_kernel, unravel3
-from ._planes import _interleave_phases, _phase_layout, _phase_planes, _pointwise, _strided_into, _Taps, _turned
+from ._planes import _interleave_phases, _phase_layout, _phase_planes, _pointwise, _strided_into, _Taps, _transpose_plan, _turned
 from ._tile import TILE_COLUMNS, _run_tiles, row_tiles_fit, tiles_over_read
 from ._weight_tiles import _run_weight_tiles
 from ._winograd import run_winograd, strided_winograd_fits, winograd_fits
@@ -58,6 +58,8 @@ from ._winograd_grad import run_winograd_weight_grad, winograd_weight_fits
 #    transpose S2T (nbops/cpu/_winograd_transforms.py).
 # 6. A transposed convolution whose kernel is its stride (2x2 at stride 2) has phases that do not
 #    overlap: one 1x1 convolution computes all of them, then _interleave_phases puts them in place.
+# 7. Depthwise convolutions (one channel per group: depthwise_fits) go through nbops/cpu/_depthwise.py,
+#    the channels in the lanes of a vector (the tiles need 12 or more output channels per group).
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -352,6 +354,9 @@ def _conv2d_fast(x4, w, b, out, strides, before, padded, dilations, groups):
     output plane. w: an array, or _Taps."""
     out_channels = w.shape[0]
     out_h = out.shape[2]
+    if TILED and depthwise_fits(groups, w.shape[1], out_channels // groups, x4.shape, out.shape) and not isinstance(w, _Taps) and out.flags.c_contiguous:
+        run_depthwise(contiguous(x4), contiguous(w), contiguous(b), out, strides, before, dilations)  # (nbops/cpu/_depthwise.py)
+        return
     shape = (w.shape[2:], strides, dilations, groups, x4.shape[0], x4.shape[1], out_channels, out.shape[2:])
     if TILED and not isinstance(w, _Taps) and (winograd_fits(*shape) or strided_winograd_fits(*shape)):
         # (3x3 at stride 1 or 2: nbops/cpu/_winograd.py; where that met an infinity, the direct sum)
@@ -426,6 +431,9 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
     sh, sw = strides
     out_channels = w.shape[1] * groups
     in_h, in_w = x4.shape[2:]
+    if TILED and depthwise_fits(groups, w.shape[0] // groups, w.shape[1], x4.shape, out.shape) and out.flags.c_contiguous:
+        run_depthwise_transposed(contiguous(x4), contiguous(w), contiguous(b), out, strides, pads, dilations)
+        return
     if TILED and tuple(w.shape[2:]) == (sh, sw) > (1, 1) and tuple(pads) == (0, 0) and tuple(dilations) == (1, 1) and groups == 1 and out.shape[2] >= sh * in_h and out.shape[3] >= sw * in_w:
         # kernel = stride (2x2 at stride 2, a decoder's upsampling): the phases do not overlap and each
         # is a 1x1 convolution with its own taps, so all of them are one, with sh*sw*C_out outputs
@@ -469,52 +477,6 @@ def _conv_transpose2d_fast(x4, w, b, out, strides, pads, dilations, groups):
             part[...] = result
 
 
-@functools.lru_cache(maxsize=256)
-def _transpose_plan(strides, pads, dilations, groups, w_shape, in_hw, out_hw):
-    """_conv_transpose2d_fast's planes and phases for these sizes: (top, left, plane_h, plane_w,
-    group_size, channel_base, phases, slack). Each phase is (a, c, offsets, tap_index, sorted_offsets,
-    sorted_index): its taps' offsets in the planes and their places in the flat weights,
-
-        taps(j, (k, m, l)) = weight(g * C_in/groups + k, j', m, l) = flat(channel_base(j) + tap_index(k, m, l)),
-
-    then both in the order of the offsets (the tiles'). Cached like _tap_offsets (a network calls
-    each layer's shapes over and over; building these took 0.3 ms, 5% of a stride-2 input gradient):
-    callers only read them."""
-    (sh, sw), (ph, pw), (dh, dw) = strides, pads, dilations
-    in_channels, group_out, kh, kw = w_shape
-    group_in = in_channels // groups
-    out_channels = group_out * groups
-    (height, width), (out_h, out_w) = in_hw, out_hw
-    # per phase: the taps that reach it and their input offsets
-    taps_h = [[(m, (a + ph - dh * m) // sh) for m in range(kh) if (a + ph - dh * m) % sh == 0] for a in range(sh)]
-    taps_w = [[(l, (c + pw - dw * l) // sw) for l in range(kw) if (c + pw - dw * l) % sw == 0] for c in range(sw)]
-    shifts_h = [d for phase in taps_h for _, d in phase] or [0]
-    shifts_w = [d for phase in taps_w for _, d in phase] or [0]
-    top, left = max(0, -min(shifts_h)), max(0, -min(shifts_w))
-    phase_h, phase_w = -(-out_h // sh), -(-out_w // sw)  # the largest phase's size
-    plane_h = top + height + max(0, phase_h + max(max(shifts_h), 0) - height)
-    plane_w = left + width + max(0, phase_w + max(max(shifts_w), 0) - width)
-    plane = plane_h * plane_w
-    group_size = group_in * plane
-    j = np.arange(out_channels)
-    channel_base = ((j // group_out) * group_in * group_out + j % group_out) * kh * kw
-    phases = []
-    for a in range(sh):
-        for c in range(sw):
-            rows_m = [m for m, _ in taps_h[a]]
-            cols_l = [l for l, _ in taps_w[c]]
-            k, dm, dl = np.meshgrid(np.arange(group_in), [d for _, d in taps_h[a]], [d for _, d in taps_w[c]], indexing="ij")
-            offsets = (k * plane + (dm + top) * plane_w + (dl + left)).reshape(-1).astype(np.int64)
-            k, m, l = np.meshgrid(np.arange(group_in), rows_m, cols_l, indexing="ij")
-            tap_index = ((k * group_out * kh + m) * kw + l).reshape(-1).astype(np.int64)
-            order = np.argsort(offsets, kind="stable")
-            phases.append((a, c, offsets, tap_index, offsets[order], tap_index[order]))
-    # (+ TILE_COLUMNS: _conv2d_tiles reads its last tile whole)
-    need = max((groups - 1) * group_size + phase_h * plane_w + TILE_COLUMNS + (int(o.max()) if o.size else 0) for _, _, o, _, _, _ in phases)
-    slack = max(0, need - groups * group_size)
-    return top, left, plane_h, plane_w, group_size, channel_base, tuple(phases), slack
-
-
 def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, dilations, groups):
     """grad_weight(j, k, m, l) = sum_n sum_h sum_w grad4(n, j, h, w) * padded source4(n, g*K + k,
     stride*h + dilation*m - before, ...) for h < rows, through the phase planes (_conv2d_weight_grad)."""
@@ -522,6 +484,8 @@ def _weight_grad(source4, grad4, weight_shape, rows, strides, before, padded, di
     grad = np.empty((out_channels, math.prod(weight_shape[1:])), dtype=grad4.dtype)
     if grad4.shape[0] == 0 or grad4.shape[2] == 0 or grad4.shape[3] == 0:
         grad[...] = 0
+    elif TILED and depthwise_fits(groups, weight_shape[1], out_channels // groups, source4.shape, grad4.shape):  # (nbops/cpu/_depthwise.py)
+        return run_depthwise_weight_grad(contiguous(source4), contiguous(grad4), weight_shape, rows, strides, before, dilations)
     else:
         batch, channels, out_h, out_w = grad4.shape
         fits = winograd_weight_fits(weight_shape[2:], strides, dilations, groups, batch, source4.shape[1], out_channels, (out_h, out_w))
@@ -592,6 +556,9 @@ def run_conv2d_backward(grad_output, x4, w, strides, before, after, dilations, g
         zeros = np.zeros(in_channels, dtype=x4.dtype)
         if not gy.size:
             grad_input = np.zeros(x4.shape, dtype=x4.dtype)
+        elif TILED and depthwise_fits(groups, w.shape[1], w.shape[0] // groups, x4.shape, gy.shape):  # (nbops/cpu/_depthwise.py)
+            grad_input = np.empty(x4.shape, dtype=x4.dtype)
+            run_depthwise_transposed(gy, w, zeros, grad_input, strides, before, dilations)
         elif strides == (1, 1) and max(before[0], after[0]) <= extent[0] and max(before[1], after[1]) <= extent[1]:
             # stride 1: a plain correlation of grad_output, padded by extent - padding, with the kernel
             # turned round and input and output channels swapped in each group
