@@ -1,6 +1,6 @@
 """Whole networks as users run them: does my network get faster?
 
-torchvision's ResNet-18 and ResNet-50 (random weights, 3x224x224 images, float32) as torch builds them
+torchvision's ResNet-18, ResNet-50 and MobileNetV2 (random weights, 3x224x224 images, float32) as torch builds them
 (`torch`) and after `nbops.nn.convert` (`nbops`: its convolutions, batch norms and max pool run on nbops,
 the ReLUs, residual adds, adaptive average pool and Linear head stay torch's), in one group per case:
 evaluation forward at batch 8 and 16, and one training step at batch 8 (forward, cross entropy,
@@ -32,8 +32,9 @@ FAMILIES = {  # module type -> op family, for both sides
 CASES = [  # (network, mode, batch)
     ("resnet18", "eval", 8), ("resnet18", "eval", 16), ("resnet18", "train", 8),
     ("resnet50", "eval", 8), ("resnet50", "eval", 16), ("resnet50", "train", 8),
+    ("mobilenet_v2", "eval", 8), ("mobilenet_v2", "eval", 16), ("mobilenet_v2", "train", 8),  # (depthwise layers)
 ]
-FLOPS = {"resnet18": 1.82e9, "resnet50": 4.11e9}  # multiply-adds per 224x224 image (forward)
+FLOPS = {"resnet18": 1.82e9, "resnet50": 4.11e9, "mobilenet_v2": 0.30e9}  # multiply-adds per 224x224 image (forward)
 
 
 def _models(network: str):
@@ -112,5 +113,5 @@ def test_network(benchmark, impl, network, mode, batch):
     benchmark.group = f"{network} {case}"
     flops = 2 * FLOPS[network] * batch * (3 if mode == "train" else 1)
     benchmark.extra_info.update(op=network, case=case, impl=impl, bytes=0, flops=int(flops), network=True)
-    benchmark.pedantic(run, rounds=5 if network == "resnet18" else 3, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=3 if network == "resnet50" else 5, iterations=1, warmup_rounds=1)
     benchmark.extra_info["profile"] = profile(model, run)

@@ -1,7 +1,7 @@
-"""Whole networks, torch and nbops alternating: torchvision's ResNet-18 and ResNet-50 (random weights,
-224x224, float32) as torch builds them and after nbops.nn.convert, evaluation at batch 8 and 16 and one
-training step at batch 8, the two models run in turn for 5 rounds (bench_networks.py runs each side's
-rounds together, so a machine whose speed drifts favours one side).
+"""Whole networks, torch and nbops alternating: torchvision's ResNet-18, ResNet-50 and MobileNetV2
+(random weights, 224x224, float32) as torch builds them and after nbops.nn.convert, evaluation at batch
+8 and 16 and one training step at batch 8, the two models run in turn for 5 rounds (bench_networks.py
+runs each side's rounds together, so a machine whose speed drifts favours one side).
 
     python benchmarks/networks_ab.py
 
@@ -26,7 +26,7 @@ def timed(fn):
 
 
 def main():
-    for name in ("resnet18", "resnet50"):
+    for name in ("resnet18", "resnet50", "mobilenet_v2"):
         torch.manual_seed(0)
         reference = getattr(torchvision.models, name)(weights=None)
         converted = nbops.nn.convert(copy.deepcopy(reference))
