@@ -14,6 +14,14 @@ CONV_CASES = [
     (16, 3, 64, 224, 224, 7, 2, 3),
     (64, 1, 6, 28, 28, 5, 1, 0),
 ]
+# (N, C, H, W, k, stride): depthwise layers (groups = C) of MobileNetV2 (3x3), EfficientNet (5x5) and
+# ConvNeXt (7x7)
+DEPTHWISE_CASES = [
+    (16, 144, 56, 56, 3, 1),
+    (16, 576, 14, 14, 3, 2),
+    (16, 672, 14, 14, 5, 2),
+    (16, 384, 14, 14, 7, 1),
+]
 # (N, C_in, C_out, H, W, k, stride): decoder upsampling layers
 CONVT_CASES = [
     (16, 128, 64, 28, 28, 2, 2),
@@ -31,6 +39,18 @@ def test_conv2d(compare, n, cin, cout, h, w, k, s, p):
     compare(
         f"conv2d {case}", case, lambda: F.conv2d(x, weight, None, s, p), lambda: nbops.conv2d(x, weight, None, s, p),
         nbytes(x, weight, out), flops,
+    )
+
+
+@pytest.mark.parametrize("n,c,h,w,k,s", DEPTHWISE_CASES, ids=lambda v: str(v))
+def test_depthwise_conv2d(compare, n, c, h, w, k, s):
+    x = randn(n, c, h, w)
+    weight = randn(c, 1, k, k, seed=1) * 0.05
+    out = F.conv2d(x, weight, None, s, k // 2, 1, c)
+    case = f"{n}x{c}x{h}x{w} depthwise {k}x{k} s{s} p{k // 2}"
+    compare(
+        f"conv2d {case}", case, lambda: F.conv2d(x, weight, None, s, k // 2, 1, c),
+        lambda: nbops.conv2d(x, weight, None, s, k // 2, 1, c), nbytes(x, weight, out), 2 * out.numel() * k * k,
     )
 
 

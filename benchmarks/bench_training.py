@@ -41,6 +41,16 @@ def test_conv2d_grad(compare, n, cin, cout, h, w):
     )
 
 
+def test_depthwise_conv2d_grad(compare):
+    """A MobileNetV2 depthwise layer (3x3, groups = C): forward, input and weight gradient."""
+    x, weight = randn(16, 144, 56, 56), randn(144, 1, 3, 3, seed=1) * 0.05
+    _compare_grads(
+        compare, "conv2d", "16x144x56x56 depthwise 3x3 s1 p1",
+        lambda x, w: F.conv2d(x, w, None, 1, 1, 1, 144), lambda x, w: nbops.conv2d(x, w, None, 1, 1, 1, 144), [x, weight],
+        3 * nbytes(x), 3 * 2 * x.numel() * 9,
+    )
+
+
 def _pooling_and_losses():
     """(op, case, torch function, nbops function, inputs, least traffic) for the memory-bound ops."""
     x = randn(32, 64, 112, 112)
