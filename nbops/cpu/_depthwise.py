@@ -39,7 +39,9 @@ from ._parallel import parallel_kernel
 from ._winograd import _thread_rows
 
 DEPTHWISE = True  # depthwise convolutions through these kernels (False: conv.py's tiles)
-POSITIONS = 4  # output positions per step of dw_row and dw_dots (independent chains of multiply-adds; 8: 0.7-1.0x)
+WINDOW = True  # the forward through dw_window where the stride along the rows equals the dilation
+# (1.03-1.17x dw_row on 3x3 to 7x7 layers; conv_transpose2d's phases through it: 0.93-1.05x, not kept)
+POSITIONS = 4  # output positions per step of dw_row, dw_window and dw_dots (independent chains of multiply-adds; 8: 0.7-1.0x)
 
 
 DEPTHWISE_AREA = 1 << 16  # largest plane (positions) for this module (its blocks: 64 bytes a position)
@@ -131,6 +133,55 @@ def dw_row(typingctx, X, xbase, xstep, offsets, ntaps, weights, wbase, init, iba
 
 
 @intrinsic
+def dw_window(typingctx, X, xbase, xstep, rows_at, nrows, ncols, weights, wbase, init, ibase, out, ostart, ostep, count):
+    """dw_row for taps in nrows rows of ncols (>= 1 each) whose inputs lie xstep apart along a row, as
+    the positions do (a stride equal to the dilation: 1 and 1): tap (r, c) of position p reads
+    X(xbase + rows_at(r) + (p + c)*xstep), so POSITIONS neighbouring positions and a row's taps read
+    a window of POSITIONS + ncols - 1 vectors, each loaded once (the window slides a vector a tap):
+    two loads a tap (the weight and the window's next vector) for POSITIONS multiply-adds, where dw_row
+    loads POSITIONS + 1. Outputs out(ostart + p*ostep + i) for p < count (>= 1); the last group's positions
+    past count are computed and not stored (their window reads up to POSITIONS vectors past the row:
+    the caller leaves that slack)."""
+    if not _float_arrays(X, weights, init, out) or not isinstance(rows_at, types.Array) or rows_at.dtype != types.int64:
+        return None
+    signature = types.void(X, xbase, xstep, rows_at, nrows, ncols, weights, wbase, init, ibase, out, ostart, ostep, count)
+
+    def codegen(context, builder, signature, args):
+        X_p, xbase, xstep, rows_p, nrows, ncols, w_p, wbase, init_p, ibase, out_p, ostart, ostep, count = intrinsic_arguments(context, builder, signature, args)
+        v, b = _Lanes(builder, signature.args[0].dtype), builder
+        start = b.load(v.at(init_p, ibase), align=v.size)
+        load = lambda at: b.load(v.at(X_p, at), align=v.size)  # noqa: E731
+
+        def group(p, _):
+            first = b.add(xbase, b.mul(p, xstep))
+
+            def row(r, sums):
+                at = b.add(first, b.load(b.gep(rows_p, [r])))
+                window = [load(b.add(at, b.mul(v.const(k), xstep))) for k in range(POSITIONS)]
+                taps = b.add(wbase, b.mul(b.mul(r, ncols), v.const(v.lanes)))
+
+                def column(c, carried):
+                    sums, window = carried[:POSITIONS], carried[POSITIONS:]
+                    weight = b.load(v.at(w_p, b.add(taps, b.mul(c, v.const(v.lanes)))), align=v.size)
+                    updated = [v.fma(weight, window[k], sums[k]) for k in range(POSITIONS)]
+                    following = load(b.add(at, b.mul(b.add(c, v.const(POSITIONS)), xstep)))
+                    return updated + window[1:] + [following]
+
+                return _loop(v, ncols, 1, column, list(sums) + window, "dw_window.column")[:POSITIONS]
+
+            sums = _loop(v, nrows, 1, row, [start] * POSITIONS, "dw_window.row")
+            for k in range(POSITIONS):
+                with b.if_then(b.icmp_signed("<", b.add(p, v.const(k)), count)):
+                    b.store(sums[k], v.at(out_p, b.add(ostart, b.mul(b.add(p, v.const(k)), ostep))), align=v.size)
+            return []
+
+        _loop(v, count, POSITIONS, group, (), "dw_window.group")
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
 def dw_dots(typingctx, D, dstart, dstep, X, xbase, xstep, offsets, ntaps, count, acc):
     """acc(t*L + i) += sum_{p < count} D(dstart + p*dstep + i) * X(xbase + p*xstep + offsets(t) + i) for
     the L lanes i and taps t < ntaps (>= 1; count >= 1): for each tap, POSITIONS partial sums over the
@@ -191,12 +242,14 @@ def _block_out(B, dst, plane, size, positions, channels):
 
 
 @parallel_kernel(cache=True)
-def _depthwise_conv(x, taps, bias, out, offsets, sh, sw, top, left, rows, cols, scratch):
+def _depthwise_conv(x, taps, bias, out, offsets, sh, sw, top, left, rows, cols, scratch, rows_at, kw):
     """out = conv2d(x, weight) + bias (the formula at the top of this file), x and out (N, C, H, W)
     contiguous; taps(b, t * L + i) = weight(b*L + i, 0, m, l) and bias likewise in blocks of L channels,
-    offsets(t) = m*dh*cols + l*dw for t = m * kW + l; scratch a row per thread whose block X (rows x
+    offsets(t) = (m*dh*cols + l*dw) * L for t = m * kW + l; scratch a row per thread whose block X (rows x
     cols positions) holds zeros where x does not reach. A task is one sample and block of L channels:
-    x into X, each output row through dw_row into the output block, the block into out."""
+    x into X, each output row through dw_window (rows_at: each kernel row's first offset, where the
+    stride along the rows equals the dilation; kw taps a row) or else dw_row into the output block,
+    the block into out."""
     batch, channels, height, width = x.shape
     out_h, out_w = out.shape[2], out.shape[3]
     lanes = 64 // x.itemsize
@@ -211,7 +264,10 @@ def _depthwise_conv(x, taps, bias, out, offsets, sh, sw, top, left, rows, cols, 
         X, B = row[:span], row[span:]
         _block_in(src, (n * channels + cb * lanes) * height * width, height * width, width, height, valid, X, (top * cols + left) * lanes, cols)
         for h in range(out_h):
-            dw_row(X, h * sh * cols * lanes, sw * lanes, offsets, offsets.size, taps[cb], 0, bias, cb * lanes, B, h * out_w * lanes, lanes, out_w)
+            if rows_at.size:  # (stride = dilation along the rows)
+                dw_window(X, h * sh * cols * lanes, sw * lanes, rows_at, rows_at.size, kw, taps[cb], 0, bias, cb * lanes, B, h * out_w * lanes, lanes, out_w)
+            else:
+                dw_row(X, h * sh * cols * lanes, sw * lanes, offsets, offsets.size, taps[cb], 0, bias, cb * lanes, B, h * out_w * lanes, lanes, out_w)
         _block_out(B, dst, (n * channels + cb * lanes) * out_h * out_w, out_h * out_w, out_h * out_w, valid)
 
 
@@ -286,15 +342,17 @@ def _blocked(values, lanes):
 
 @functools.lru_cache(maxsize=256)
 def _conv_plan(kernel, strides, dilations, before, in_hw, out_hw, lanes):
-    """(offsets, rows, cols): the block X of _depthwise_conv (the input padded by `before` and as far as
-    the output's taps reach, L = lanes values a position) and each tap's place in it. Cached (a network
+    """(offsets, rows, cols, rows_at): the block X of _depthwise_conv (the input padded by `before` and as
+    far as the output's taps reach, L = lanes values a position), each tap's place in it and each
+    kernel row's first tap's. Cached (a network
     calls each layer's sizes over and over; this took a third of a small layer's 0.1 ms of Python):
     callers only read them."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
     rows = max(before[0] + in_hw[0], (out_hw[0] - 1) * sh + (kh - 1) * dh + 1)
     cols = max(before[1] + in_hw[1], (out_hw[1] - 1) * sw + (kw - 1) * dw + 1)
     m, l = np.meshgrid(np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
-    return ((m * cols + l) * lanes).reshape(-1).astype(np.int64), rows, cols
+    offsets = ((m * cols + l) * lanes).reshape(-1).astype(np.int64)
+    return offsets, rows, cols, np.ascontiguousarray(offsets[::kw])
 
 
 @functools.lru_cache(maxsize=256)
@@ -341,17 +399,20 @@ def run_depthwise(x4, w, bias, out, strides, before, dilations):
     """out = conv2d(x4, w (C, 1, kH, kW), groups=C) + bias, zero padding `before` (top, left) and
     whatever more out's size implies; x4 and out contiguous."""
     lanes = 64 // out.itemsize
-    offsets, rows, cols = _conv_plan(w.shape[2:], tuple(strides), tuple(dilations), tuple(before), x4.shape[2:], out.shape[2:], lanes)
-    scratch = _scratch(rows * cols * lanes, out.shape[2] * out.shape[3] * lanes, out.dtype)
+    offsets, rows, cols, rows_at = _conv_plan(w.shape[2:], tuple(strides), tuple(dilations), tuple(before), x4.shape[2:], out.shape[2:], lanes)
+    scratch = _scratch(rows * cols * lanes, (out.shape[2] * out.shape[3] + POSITIONS) * lanes, out.dtype)  # (dw_window's slack)
     taps, blocked_bias = _blocked(w.reshape(w.shape[0], -1), lanes), _blocked(bias.reshape(-1, 1), lanes).reshape(-1)
-    _depthwise_conv.pick(_work(out.size, offsets.size))(x4, taps, blocked_bias, out, offsets, strides[0], strides[1], before[0], before[1], rows, cols, scratch)
+    rows_at = rows_at if WINDOW and strides[1] == dilations[1] else rows_at[:0]  # (dw_window, else dw_row)
+    work = _work(out.size, offsets.size)
+    _depthwise_conv.pick(work)(x4, taps, blocked_bias, out, offsets, strides[0], strides[1], before[0], before[1], rows, cols, scratch, rows_at, w.shape[3])
 
 
 def run_depthwise_transposed(x4, w, bias, out, strides, before, dilations):
     """out = conv_transpose2d(x4, w (C, 1, kH, kW), groups=C) + bias with its padding `before` (top,
     left) cropped off and out's size (conv2d's input gradient: before its padding); contiguous."""
     lanes = 64 // out.itemsize
-    phase_taps, tap_ids, offsets, top, left, rows, cols = _transpose_plan(w.shape[2:], tuple(strides), tuple(before), tuple(dilations), x4.shape[2:], out.shape[2:], lanes)
+    plan = _transpose_plan(w.shape[2:], tuple(strides), tuple(before), tuple(dilations), x4.shape[2:], out.shape[2:], lanes)
+    phase_taps, tap_ids, offsets, top, left, rows, cols = plan
     scratch = _scratch(rows * cols * lanes, out.shape[2] * out.shape[3] * lanes, out.dtype)
     taps, blocked_bias = _blocked(w.reshape(w.shape[0], -1)[:, tap_ids], lanes), _blocked(bias.reshape(-1, 1), lanes).reshape(-1)
     _depthwise_transposed.pick(_work(out.size, w.shape[2] * w.shape[3]))(x4, taps, blocked_bias, out, phase_taps, offsets, strides[0], strides[1], top, left, rows, cols, scratch)
@@ -362,7 +423,7 @@ def run_depthwise_weight_grad(source4, grad4, weight_shape, rows, strides, befor
     convolution: source4 read by grad4's first `rows` rows."""
     grad4 = grad4 if rows == grad4.shape[2] else np.ascontiguousarray(grad4[:, :, :rows])
     lanes = 64 // grad4.itemsize
-    offsets, plane_rows, cols = _conv_plan(tuple(weight_shape[2:]), tuple(strides), tuple(dilations), tuple(before), source4.shape[2:], grad4.shape[2:], lanes)
+    offsets, plane_rows, cols, _ = _conv_plan(tuple(weight_shape[2:]), tuple(strides), tuple(dilations), tuple(before), source4.shape[2:], grad4.shape[2:], lanes)
     scratch = _scratch(plane_rows * cols * lanes, grad4.shape[2] * grad4.shape[3] * lanes, grad4.dtype)
     result = np.empty((weight_shape[0], weight_shape[2] * weight_shape[3]), dtype=grad4.dtype)
     work = _work(grad4.size, offsets.size)
