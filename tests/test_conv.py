@@ -161,13 +161,14 @@ def test_tiles_add_to_the_output_within_it(kernel, stride, width, group_out, dty
     assert (buffer[expected.numel() :] == 7.0).all()
 
 
+@pytest.mark.parametrize("last", ["half", "wide"])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [7, 14, 28])
-def test_row_tiles(size, dtype, fused, monkeypatch):
+def test_row_tiles(size, dtype, fused, last, monkeypatch):
     """Output rows 7 or 14 wide (28 with a 3x3 kernel at stride 1) with at least 4L output channels
     per group go through the row tiles (_conv2d_rows): conv2d 3x3 with stride 1 and 2, two groups
-    whose last block of 4L channels is part-filled (half a vector of L), the input gradient (turned weights; with a
+    whose last block of 4L channels is part-filled (half a vector of L: row7x2; or 3L: row7x4), the input gradient (turned weights; with a
     stride, transposed-convolution phases 7 wide, of 1 to 4 taps per channel) and conv_transpose2d,
     against torch; and 1x1 convolutions (the input in place but its last sample; with a stride, the
     positions read gathered) and the input gradient of one. On 7-wide planes the tasks pack their
@@ -176,7 +177,7 @@ def test_row_tiles(size, dtype, fused, monkeypatch):
     (the 3x3 kernels here, but at 28 wide), else sample by sample; one sample makes two tasks of rows
     per block."""
     monkeypatch.setattr(nbops.cpu._tile, "FUSED", fused)
-    group_out = 72 if dtype == torch.float32 else 36  # (a last block of L / 2 channels)
+    group_out = (72 if last == "half" else 112) // (1 if dtype == torch.float32 else 2)  # (a last block of L / 2 or 3L channels)
     x = randn((3, 2 * 5, size, size), dtype, seed=size)
     xs2 = randn((2, 2 * 5, 2 * size, 2 * size), dtype, seed=1)
     w = randn((2 * group_out, 5, 3, 3), dtype, seed=2) * 0.3  # (sums of order 1: float32 tolerances)

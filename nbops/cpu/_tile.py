@@ -252,10 +252,12 @@ def _pack_span(weights, channel_base, tap_index, first, valid, t0, t1, dst, widt
 # weight vectors for 28 multiply-adds (the 12 x 32 tile's two unaligned input loads split cache lines).
 
 
-def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefetch=TILE_PREFETCH, spacing=1):
+def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefetch=TILE_PREFETCH, spacing=1, vectors=4):
     """out(ostart + 4L p + c) += sum_{t < ntaps} src(start + offsets(t) + spacing * p) * weights(wstart + 4L t + c)
-    for p < ROW_TILE positions and c < 4L channels (the tile's sums in registers over the taps; `spacing`
-    2: the positions of a stride-2 convolution, read from planes laid out without a stride). Each tap
+    for p < ROW_TILE positions and c < `vectors` L channels (the tile's sums in registers over the taps;
+    `spacing` 2: the positions of a stride-2 convolution, read from planes laid out without a stride;
+    `vectors` 2: a block's last 2L channels or fewer, where 4 vectors computed up to twice the sums
+    needed: 96 and 160 channels, MobileNet's). Each tap
     step prefetches the input line of the tap `prefetch` ahead, as tile12x32 does (+0-6% on ResNet-50's
     7x7 and 14x14 layers, most on 1x1 kernels)."""
     arrays = (src, offsets, weights, out)
@@ -274,12 +276,12 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefet
             if prefetch:
                 v.prefetch_tap(src_p, start, offsets_p, t, ntaps, prefetch, 1)
             wbase = builder.add(wstart, builder.mul(t, v.const(4 * v.lanes)))
-            weights = [builder.load(v.at(weights_p, builder.add(wbase, v.const(v.lanes * c))), align=v.size) for c in range(4)]
+            weights = [builder.load(v.at(weights_p, builder.add(wbase, v.const(v.lanes * c))), align=v.size) for c in range(vectors)]
             return v.outer(src_p, [builder.add(base, v.const(spacing * p)) for p in range(ROW_TILE)], weights, sums)
 
-        totals = v.tap_loop(ntaps, ROW_TILE, 4, step)
+        totals = v.tap_loop(ntaps, ROW_TILE, vectors, step)
         for p in range(ROW_TILE):
-            for c in range(4):
+            for c in range(vectors):
                 v.add_to(out_p, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c)), totals[p][c])
         return context.get_dummy_value()
 
@@ -289,6 +291,7 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefet
 ROW_TILE = 7  # output positions per row tile (W_out a multiple of it)
 ROWS = True  # narrow output planes through the row tiles (False: the 12 x 32 tiles everywhere)
 FUSED = True  # row tiles pack their own block where it outweighs a sample (False: _pack_taps first)
+ROW_HALVES = True  # a group's last block of at most 2L channels through row7x2 (False: row7x4)
 ROW_RUN = 128  # taps per row-tile call (their packed weights, 32 KB in float32, stay in L1)
 
 
@@ -300,6 +303,16 @@ def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
 @intrinsic
 def row7x4s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
     return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, spacing=2)
+
+
+@intrinsic
+def row7x2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, vectors=2)
+
+
+@intrinsic
+def row7x2s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, spacing=2, vectors=2)
 
 
 @parallel_kernel(cache=True)
@@ -347,6 +360,7 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
         h0 = row_block * rows
         h1 = min(out_h, h0 + rows)
         positions = (h1 - h0) * out_w
+        half = ROW_HALVES and group_out - b * width <= 2 * lanes
         sums = _empty_aligned(positions * width, out)
         for n in range(n0, n0 + samples):
             for p in range(positions):
@@ -358,7 +372,11 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
                     for w0 in range(0, out_w, ROW_TILE):
                         at = ((h - h0) * out_w + w0) * width
                         start = g * group_size + stride * (h * plane_w + w0)
-                        if stride == 1:
+                        if half and stride == 1:  # (a block of at most 2L channels: row7x2)
+                            row7x2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                        elif half:
+                            row7x2s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                        elif stride == 1:
                             row7x4(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
                         else:
                             row7x4s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
