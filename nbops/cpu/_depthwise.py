@@ -241,6 +241,23 @@ def _block_out(B, dst, plane, size, positions, channels):
         transpose_lanes(B, p0 * lanes, lanes, dst, plane + p0, size, min(lanes, positions - p0), channels)
 
 
+@njit(cache=True, inline="always")
+def _task_block(x, task, scratch, span, top, left, cols):
+    """(n, cb, valid, X, B) for task (sample n, block cb of L channels, `valid` of them in x): X, the
+    first `span` values of this thread's row of scratch, takes x's planes (_block_in, padded by (top,
+    left) into rows of `cols` positions); B is the rest of the row."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    lanes = 64 // x.itemsize
+    blocks = (channels + lanes - 1) // lanes
+    n = task // blocks
+    cb = task - n * blocks
+    valid = min(lanes, channels - cb * lanes)
+    row = scratch[get_thread_id()]
+    X, B = row[:span], row[span:]
+    _block_in(x.reshape(-1), (n * channels + cb * lanes) * height * width, height * width, width, height, valid, X, (top * cols + left) * lanes, cols)
+    return n, cb, valid, X, B
+
+
 @parallel_kernel(cache=True)
 def _depthwise_conv(x, taps, bias, out, offsets, sh, sw, top, left, rows, cols, scratch, rows_at, kw):
     """out = conv2d(x, weight) + bias (the formula at the top of this file), x and out (N, C, H, W)
@@ -250,19 +267,11 @@ def _depthwise_conv(x, taps, bias, out, offsets, sh, sw, top, left, rows, cols, 
     x into X, each output row through dw_window (rows_at: each kernel row's first offset, where the
     stride along the rows equals the dilation; kw taps a row) or else dw_row into the output block,
     the block into out."""
-    batch, channels, height, width = x.shape
-    out_h, out_w = out.shape[2], out.shape[3]
+    channels, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
     lanes = 64 // x.itemsize
-    blocks = (channels + lanes - 1) // lanes
-    span = rows * cols * lanes
-    src, dst = x.reshape(-1), out.reshape(-1)
-    for task in prange(batch * blocks):
-        n = task // blocks
-        cb = task - n * blocks
-        valid = min(lanes, channels - cb * lanes)
-        row = scratch[get_thread_id()]
-        X, B = row[:span], row[span:]
-        _block_in(src, (n * channels + cb * lanes) * height * width, height * width, width, height, valid, X, (top * cols + left) * lanes, cols)
+    dst = out.reshape(-1)
+    for task in prange(x.shape[0] * -(-channels // lanes)):
+        n, cb, valid, X, B = _task_block(x, task, scratch, rows * cols * lanes, top, left, cols)
         for h in range(out_h):
             if rows_at.size:  # (stride = dilation along the rows)
                 dw_window(X, h * sh * cols * lanes, sw * lanes, rows_at, rows_at.size, kw, taps[cb], 0, bias, cb * lanes, B, h * out_w * lanes, lanes, out_w)
@@ -279,26 +288,17 @@ def _depthwise_transposed(x, taps, bias, out, phase_taps, offsets, sh, sw, top, 
     takes taps phase_taps(p) .. phase_taps(p + 1) - 1, their places offsets(same) relative to its
     position in the block X of x padded by (top, left) into rows x cols. A task is one sample and block
     of L channels, as _depthwise_conv's."""
-    batch, channels, height, width = x.shape
     out_h, out_w = out.shape[2], out.shape[3]
     lanes = 64 // x.itemsize
-    blocks = (channels + lanes - 1) // lanes
-    span = rows * cols * lanes
-    src, dst = x.reshape(-1), out.reshape(-1)
-    for task in prange(batch * blocks):
-        n = task // blocks
-        cb = task - n * blocks
-        valid = min(lanes, channels - cb * lanes)
-        row = scratch[get_thread_id()]
-        X, B = row[:span], row[span:]
-        _block_in(src, (n * channels + cb * lanes) * height * width, height * width, width, height, valid, X, (top * cols + left) * lanes, cols)
+    for task in prange(x.shape[0] * -(-x.shape[1] // lanes)):
+        n, cb, valid, X, B = _task_block(x, task, scratch, rows * cols * lanes, top, left, cols)
         for h in range(out_h):
             i, a = h // sh, h % sh
             for b in range(min(sw, out_w)):
                 p = a * sw + b
                 first = phase_taps[p]
                 dw_row(X, ((i + top) * cols + left) * lanes, lanes, offsets[first:], phase_taps[p + 1] - first, taps[cb], first * lanes, bias, cb * lanes, B, (h * out_w + b) * lanes, sw * lanes, (out_w - b + sw - 1) // sw)
-        _block_out(B, dst, (n * channels + cb * lanes) * out_h * out_w, out_h * out_w, out_h * out_w, valid)
+        _block_out(B, out.reshape(-1), (n * x.shape[1] + cb * lanes) * out_h * out_w, out_h * out_w, out_h * out_w, valid)
 
 
 @parallel_kernel(cache=True)
