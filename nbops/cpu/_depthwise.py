@@ -12,6 +12,8 @@ vector, summed over the taps in a register:
     block X (rows x cols x L, zeros outside x):  X((r + top) * cols + (col + left), lane i) = x(n, c0 + i, r, col)
     dw_row: out(h, w, :) = bias(:) + sum_t weight(t, :) * X(h*sh*cols + w*sw + offset(t), :),
             offset(m, l) = m*dh*cols + l*dw,  four positions at a time (four chains of multiply-adds)
+    dw_window (sw = dw): the same sums, four positions and a kernel row's taps reading a window of
+            4 + kW - 1 vectors of X, each loaded once (the window slides a vector a tap)
 
 then transposes the output block back. The input gradient is conv_transpose2d,
 
@@ -39,12 +41,10 @@ from ._parallel import parallel_kernel
 from ._winograd import _thread_rows
 
 DEPTHWISE = True  # depthwise convolutions through these kernels (False: conv.py's tiles)
-WINDOW = True  # the forward through dw_window where the stride along the rows equals the dilation
-# (1.03-1.17x dw_row on 3x3 to 7x7 layers; conv_transpose2d's phases through it: 0.93-1.05x, not kept)
-POSITIONS = 4  # output positions per step of dw_row, dw_window and dw_dots (independent chains of multiply-adds; 8: 0.7-1.0x)
-
-
 DEPTHWISE_AREA = 1 << 16  # largest plane (positions) for this module (its blocks: 64 bytes a position)
+WINDOW = True  # the forward through dw_window where the stride along the rows equals the dilation
+# (1.00-1.22x dw_row on 3x3 to 7x7 layers; conv_transpose2d's phases through it: 0.93-1.05x, not kept)
+POSITIONS = 4  # output positions per step of dw_row, dw_window and dw_dots (independent chains of multiply-adds; 8: 0.7-1.0x)
 
 
 def depthwise_fits(groups, group_in, group_out, in_shape, out_shape):
@@ -57,6 +57,7 @@ def depthwise_fits(groups, group_in, group_out, in_shape, out_shape):
 
 
 def _float_arrays(*arrays):
+    """Whether the intrinsics' array arguments are arrays of one float dtype."""
     return all(isinstance(a, types.Array) for a in arrays) and arrays[0].dtype in (types.float32, types.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
 
 
