@@ -38,6 +38,7 @@ from numba.extending import intrinsic
 
 from ._lanes import _Lanes, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel
+from ._planes import phase_taps
 from ._winograd import _thread_rows
 
 DEPTHWISE = True  # depthwise convolutions through these kernels (False: conv.py's tiles)
@@ -285,7 +286,7 @@ def _depthwise_conv(x, taps, bias, out, offsets, sh, sw, top, left, rows, cols, 
 def _depthwise_transposed(x, taps, bias, out, phase_taps, offsets, sh, sw, top, left, rows, cols, scratch):
     """out = conv_transpose2d(x, weight) + bias (the formula at the top of this file: grad_out there is
     x here), taps(b, t * L + i) the weights of channel b*L + i with each output phase's taps together
-    (_transpose_plan's order); phase p = a * sw + b (output rows a, a + sh, ..., columns b, b + sw, ...)
+    (_gather_plan's order); phase p = a * sw + b (output rows a, a + sh, ..., columns b, b + sw, ...)
     takes taps phase_taps(p) .. phase_taps(p + 1) - 1, their places offsets(same) relative to its
     position in the block X of x padded by (top, left) into rows x cols. A task is one sample and block
     of L channels, as _depthwise_conv's."""
@@ -345,9 +346,8 @@ def _blocked(values, lanes):
 def _conv_plan(kernel, strides, dilations, before, in_hw, out_hw, lanes):
     """(offsets, rows, cols, rows_at): the block X of _depthwise_conv (the input padded by `before` and as
     far as the output's taps reach, L = lanes values a position), each tap's place in it and each
-    kernel row's first tap's. Cached (a network
-    calls each layer's sizes over and over; this took a third of a small layer's 0.1 ms of Python):
-    callers only read them."""
+    kernel row's first tap's. Cached (a network calls each layer's sizes over and over; this took a
+    third of a small layer's 0.1 ms of Python): callers only read them."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
     rows = max(before[0] + in_hw[0], (out_hw[0] - 1) * sh + (kh - 1) * dh + 1)
     cols = max(before[1] + in_hw[1], (out_hw[1] - 1) * sw + (kw - 1) * dw + 1)
@@ -357,29 +357,28 @@ def _conv_plan(kernel, strides, dilations, before, in_hw, out_hw, lanes):
 
 
 @functools.lru_cache(maxsize=256)
-def _transpose_plan(kernel, strides, pads, dilations, in_hw, out_hw, lanes):
+def _gather_plan(kernel, strides, pads, dilations, in_hw, out_hw, lanes):
     """(phase_taps, tap_ids, offsets, top, left, rows, cols) of _depthwise_transposed: per output phase
-    (a, b) the taps (m, l) that reach it, and their places relative to the phase's position in the
-    block of the input padded by (top, left) into rows x cols (L = lanes values a position). Cached
-    like _conv_plan."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, strides, pads, dilations
-    shift_h = [[(m, (a + ph - m * dh) // sh) for m in range(kh) if (a + ph - m * dh) % sh == 0] for a in range(sh)]
-    shift_w = [[(l, (b + pw - l * dw) // sw) for l in range(kw) if (b + pw - l * dw) % sw == 0] for b in range(sw)]
+    (a, b) the taps (m, l) that reach it (_planes.py's phase_taps), and their places relative to the
+    phase's position in the block of the input padded by (top, left) into rows x cols (L = lanes values
+    a position). Cached like _conv_plan."""
+    (sh, sw), kw = strides, kernel[1]
+    shift_h, shift_w = phase_taps(kernel, strides, pads, dilations)
     top = max([0] + [-e for phase in shift_h for _, e in phase])
     left = max([0] + [-f for phase in shift_w for _, f in phase])
     phase_h, phase_w = -(-out_hw[0] // sh), -(-out_hw[1] // sw)
     rows = max([top + in_hw[0]] + [phase_h + e + top for phase in shift_h for _, e in phase])
     cols = max([left + in_hw[1]] + [phase_w + f + left for phase in shift_w for _, f in phase])
-    phase_taps, tap_ids, offsets = [0], [], []
+    firsts, tap_ids, offsets = [0], [], []
     for a in range(sh):
         for b in range(sw):
             for m, e in shift_h[a]:
                 for l, f in shift_w[b]:
                     tap_ids.append(m * kw + l)
                     offsets.append((e * cols + f) * lanes)
-            phase_taps.append(len(tap_ids))
+            firsts.append(len(tap_ids))
     as_array = lambda values: np.array(values, dtype=np.int64)  # noqa: E731
-    return as_array(phase_taps), as_array(tap_ids), as_array(offsets), top, left, rows, cols
+    return as_array(firsts), as_array(tap_ids), as_array(offsets), top, left, rows, cols
 
 
 def _scratch(block, rest, dtype):
@@ -412,7 +411,7 @@ def run_depthwise_transposed(x4, w, bias, out, strides, before, dilations):
     """out = conv_transpose2d(x4, w (C, 1, kH, kW), groups=C) + bias with its padding `before` (top,
     left) cropped off and out's size (conv2d's input gradient: before its padding); contiguous."""
     lanes = 64 // out.itemsize
-    plan = _transpose_plan(w.shape[2:], tuple(strides), tuple(before), tuple(dilations), x4.shape[2:], out.shape[2:], lanes)
+    plan = _gather_plan(w.shape[2:], tuple(strides), tuple(before), tuple(dilations), x4.shape[2:], out.shape[2:], lanes)
     phase_taps, tap_ids, offsets, top, left, rows, cols = plan
     scratch = _scratch(rows * cols * lanes, out.shape[2] * out.shape[3] * lanes, out.dtype)
     taps, blocked_bias = _blocked(w.reshape(w.shape[0], -1)[:, tap_ids], lanes), _blocked(bias.reshape(-1, 1), lanes).reshape(-1)

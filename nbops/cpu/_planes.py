@@ -211,6 +211,16 @@ def _strided_into(y, sh, sw, out):
                     row[sw * w] = values[w]
 
 
+def phase_taps(kernel, strides, pads, dilations):
+    """(taps_h, taps_w): a transposed convolution's taps per output phase, in each dimension. Output
+    row oh = s*i + a (phase a) takes tap m only where a + p - d*m is a multiple of s, from input row
+    i + (a + p - d*m) // s: taps_h(a) lists those (m, (a + p - d*m) // s); columns likewise."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, strides, pads, dilations
+    taps_h = [[(m, (a + ph - dh * m) // sh) for m in range(kh) if (a + ph - dh * m) % sh == 0] for a in range(sh)]
+    taps_w = [[(l, (c + pw - dw * l) // sw) for l in range(kw) if (c + pw - dw * l) % sw == 0] for c in range(sw)]
+    return taps_h, taps_w
+
+
 @functools.lru_cache(maxsize=256)
 def _transpose_plan(strides, pads, dilations, groups, w_shape, in_hw, out_hw):
     """conv.py's _conv_transpose2d_fast's planes and phases for these sizes: (top, left, plane_h, plane_w,
@@ -222,14 +232,12 @@ def _transpose_plan(strides, pads, dilations, groups, w_shape, in_hw, out_hw):
     then both in the order of the offsets (the tiles'). Cached like _tap_offsets (a network calls
     each layer's shapes over and over; building these took 0.3 ms, 5% of a stride-2 input gradient):
     callers only read them."""
-    (sh, sw), (ph, pw), (dh, dw) = strides, pads, dilations
+    sh, sw = strides
     in_channels, group_out, kh, kw = w_shape
     group_in = in_channels // groups
     out_channels = group_out * groups
     (height, width), (out_h, out_w) = in_hw, out_hw
-    # per phase: the taps that reach it and their input offsets
-    taps_h = [[(m, (a + ph - dh * m) // sh) for m in range(kh) if (a + ph - dh * m) % sh == 0] for a in range(sh)]
-    taps_w = [[(l, (c + pw - dw * l) // sw) for l in range(kw) if (c + pw - dw * l) % sw == 0] for c in range(sw)]
+    taps_h, taps_w = phase_taps((kh, kw), strides, pads, dilations)
     shifts_h = [d for phase in taps_h for _, d in phase] or [0]
     shifts_w = [d for phase in taps_w for _, d in phase] or [0]
     top, left = max(0, -min(shifts_h)), max(0, -min(shifts_w))
