@@ -291,7 +291,6 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefet
 ROW_TILE = 7  # output positions per row tile (W_out a multiple of it)
 ROWS = True  # narrow output planes through the row tiles (False: the 12 x 32 tiles everywhere)
 FUSED = True  # row tiles pack their own block where it outweighs a sample (False: _pack_taps first)
-ROW_HALVES = True  # a group's last block of at most 2L channels through row7x2 (False: row7x4)
 ROW_RUN = 128  # taps per row-tile call (their packed weights, 32 KB in float32, stay in L1)
 
 
@@ -360,7 +359,7 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
         h0 = row_block * rows
         h1 = min(out_h, h0 + rows)
         positions = (h1 - h0) * out_w
-        half = ROW_HALVES and group_out - b * width <= 2 * lanes
+        half = group_out - b * width <= 2 * lanes  # (a group's last block of at most 2L channels: row7x2)
         sums = _empty_aligned(positions * width, out)
         for n in range(n0, n0 + samples):
             for p in range(positions):
@@ -372,7 +371,7 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
                     for w0 in range(0, out_w, ROW_TILE):
                         at = ((h - h0) * out_w + w0) * width
                         start = g * group_size + stride * (h * plane_w + w0)
-                        if half and stride == 1:  # (a block of at most 2L channels: row7x2)
+                        if half and stride == 1:
                             row7x2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
                         elif half:
                             row7x2s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
