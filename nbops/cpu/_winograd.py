@@ -55,7 +55,7 @@ from numba import config, get_thread_id, njit, prange
 
 from .._arrays import contiguous
 
-from ._lanes import _reused
+from ._lanes import _reused, transpose_lanes
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile_block
 from ._winograd_transforms import transform_in, transform_out, transform_weights
@@ -72,6 +72,9 @@ OUTPUTS = (2, 2, 4, 4)
 ENTRIES = (16, 25, 25, 25)
 
 
+WEIGHT_CHANNELS = 16  # input channels per round of _winograd_weights' transposes (9 KB of kernels)
+
+
 @parallel_kernel(cache=True)
 def _winograd_weights(w, in_channels, out_channels, turned, kind, packed):
     """packed(e * blocks + b, 12 c + r) = U(e, j, c) = (G g G^T)(k, l) for e = 4k + l, j = 12 b + r and
@@ -79,25 +82,37 @@ def _winograd_weights(w, in_channels, out_channels, turned, kind, packed):
     3, 3), or where `turned`, w(c, j) of conv_transpose2d weights (C_in, C_out, 3, 3) (an input
     gradient's kernel), turned by 180 degrees for F23 (kind 0; S2T's G takes the taps as they are);
     zeros in the rows past the last output channel. G's four distinct rows (S2 and S2T: the fifth is
-    the fourth again, see _entry). A task is one block of twelve output channels, L at a time
-    (transform_weights)."""
+    the fourth again, see _entry). A task is one block of twelve output channels, L at a time, and
+    WEIGHT_CHANNELS input channels at a time: their kernels transposed into `side`, side(9 (c - c0) L +
+    L t + i) = g_(j0 + i)(c, t) (L output channels side by side, tap t = 3m + l; transpose_lanes: a
+    gather per tap took 3x as long), then transformed from there (transform_weights)."""
     lanes = 64 // packed.itemsize
     blocks = packed.shape[0] // 16
     flat = w.reshape(-1)
+    dst = packed.reshape(-1)
+    pstride = blocks * packed.shape[1]
     for b in prange(blocks):
-        for c in range(in_channels):
-            for r0 in range(0, TILE_ROWS, lanes):
-                j0 = b * TILE_ROWS + r0
-                count = min(lanes, TILE_ROWS - r0, out_channels - j0)
-                if count <= 0:
-                    continue
-                at = b * packed.shape[1] + TILE_ROWS * c + r0
-                if turned and kind == 0:  # (g(m, l) = w(c, j, 2 - m, 2 - l))
-                    transform_weights(kind, flat, (c * out_channels + j0) * 9 + 8, 9, -1, count, packed.reshape(-1), at, blocks * packed.shape[1])
-                elif turned:
-                    transform_weights(kind, flat, (c * out_channels + j0) * 9, 9, 1, count, packed.reshape(-1), at, blocks * packed.shape[1])
-                else:
-                    transform_weights(kind, flat, (j0 * in_channels + c) * 9, in_channels * 9, 1, count, packed.reshape(-1), at, blocks * packed.shape[1])
+        side = np.empty(9 * WEIGHT_CHANNELS * lanes, dtype=packed.dtype)
+        for r0 in range(0, TILE_ROWS, lanes):
+            j0 = b * TILE_ROWS + r0
+            count = min(lanes, TILE_ROWS - r0, out_channels - j0)
+            if count <= 0:
+                continue
+            for c0 in range(0, in_channels, WEIGHT_CHANNELS):
+                cn = min(WEIGHT_CHANNELS, in_channels - c0)
+                if turned:  # (w(c, j, t): for each input channel, `count` kernels one after another)
+                    for c in range(c0, c0 + cn):
+                        for q in range(0, 9, lanes):
+                            transpose_lanes(flat, (c * out_channels + j0) * 9 + q, 9, side, (9 * (c - c0) + q) * lanes, lanes, count, min(lanes, 9 - q))
+                else:  # (w(j, c, t): an output channel's kernels in a row, 9 cn values from c0's)
+                    for q in range(0, 9 * cn, lanes):
+                        transpose_lanes(flat, (j0 * in_channels + c0) * 9 + q, in_channels * 9, side, q * lanes, lanes, count, min(lanes, 9 * cn - q))
+                for c in range(c0, c0 + cn):
+                    at = b * packed.shape[1] + TILE_ROWS * c + r0
+                    if turned and kind == 0:  # (g(m, l) = w(c, j, 2 - m, 2 - l): from the last tap back)
+                        transform_weights(kind, side, (9 * (c - c0) + 8) * lanes, -lanes, count, dst, at, pstride)
+                    else:
+                        transform_weights(kind, side, 9 * (c - c0) * lanes, lanes, count, dst, at, pstride)
         for r in range(max(0, out_channels - b * TILE_ROWS), TILE_ROWS):
             for e in range(16):
                 for c in range(in_channels):

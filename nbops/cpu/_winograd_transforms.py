@@ -136,7 +136,7 @@ def _in_typing(kind, src, first, width, row, height, column, count, V, vstart, v
                 for shift in shifts
             }
             rows.append([_deinterleave(b, loaded[q - q % step], q % step, lanes) for q in range(size)])
-        half = ir.Constant(v.vector, [0.5] * lanes)
+        half = ir.Constant(v.vector, [0.5] * v.lanes)
         mask = v.lanes_below(count)
         for k in range(entries):  # B^T d (row k), times B (entry l of it)
             combined = [_combine(b, transform[k], [rows[r][q] for r in range(size)], half) for q in range(size)]
@@ -176,28 +176,21 @@ def _out_typing(kind, M, mstart, mstride, count, bias, j, out, top, valid, rows,
     return signature, codegen
 
 
-def _weights_typing(kind, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
+def _weights_typing(kind, w, base, tap_step, count, packed, pstart, pstride):
     """winograd_weights for the algorithm `kind` (KINDS): P x P entries of each 3x3 kernel (its G's
     distinct rows)."""
     if not _arrays_typing((w, packed)):
         return None
-    signature = types.void(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+    signature = types.void(w, base, tap_step, count, packed, pstart, pstride)
     transform = KINDS[kind]["G"]
     size = len(transform)
 
     def codegen(context, builder, signature, args):
-        w_p, base, lane_stride, tap_step, count, packed_p, pstart, pstride = intrinsic_arguments(context, builder, signature, args)
+        w_p, base, tap_step, count, packed_p, pstart, pstride = intrinsic_arguments(context, builder, signature, args)
         v, b = _Lanes(builder, signature.args[0].dtype), builder
-        lanes, mask = v.lanes, v.lanes_below(count)
-        gather = v.function(f"llvm.masked.gather.{v.suffix}.v{lanes}p0", v.vector, [ir.VectorType(ir.PointerType(), lanes), v.i32, v.masks, v.vector])
-        rows = b.mul(ir.Constant(v.ints, list(range(lanes))), v.splat(lane_stride))
-        origin = v.splat(b.ptrtoint(w_p, v.i64))
-        g = []
-        for t in range(9):
-            index = b.add(rows, v.splat(b.add(base, b.mul(tap_step, v.const(t)))))
-            addresses = b.inttoptr(b.add(origin, b.mul(index, v.splat(v.const(v.size)))), ir.VectorType(ir.PointerType(), lanes))
-            g.append(b.call(gather, [addresses, ir.Constant(v.i32, v.size), mask, v.zero]))
-        half = ir.Constant(v.vector, [0.5] * lanes)
+        mask = v.lanes_below(count)
+        g = [v.masked_load(v.vector, w_p, b.add(base, b.mul(tap_step, v.const(t))), mask) for t in range(9)]
+        half = ir.Constant(v.vector, [0.5] * v.lanes)
         columns = [[_combine(b, row, (g[l], g[3 + l], g[6 + l]), half) for row in transform] for l in range(3)]  # G g, column by column
         for k in range(size):
             for l, row in enumerate(transform):  # row k of G g, times G^T
@@ -254,8 +247,8 @@ def _intrinsics(kind):
     def winograd_out(typingctx, M, mstart, mstride, count, bias, j, out, top, valid, rows, out_w):
         return _out_typing(kind, M, mstart, mstride, count, bias, j, out, top, valid, rows, out_w)
 
-    def winograd_weights(typingctx, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
-        return _weights_typing(kind, w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+    def winograd_weights(typingctx, w, base, tap_step, count, packed, pstart, pstride):
+        return _weights_typing(kind, w, base, tap_step, count, packed, pstart, pstride)
 
     return intrinsic(winograd_in), intrinsic(winograd_out), intrinsic(winograd_weights)
 
@@ -298,15 +291,15 @@ def transform_out(kind, M, mstart, mstride, count, bias, j, out, top, valid, row
 
 
 @njit(inline="always")
-def transform_weights(kind, w, base, lane_stride, tap_step, count, packed, pstart, pstride):
+def transform_weights(kind, w, base, tap_step, count, packed, pstart, pstride):
     """packed(pstart + e * pstride + i) = (G g_i G^T)(k, l), e = 4k + l (G's four distinct rows: all
-    of F23's, the first four of the others'), for lanes i < count <= L, where g_i(m, l) = w(base + i *
-    lane_stride + (3m + l) * tap_step): one input channel of L output channels (tap_step -1 from the
-    last tap: the turned kernel of F23's input gradient). 9 masked gathers, the transform, 16 masked
-    stores."""
+    of F23's, the first four of the others'), for lanes i < count <= L, where g_i(m, l) = w(base + i +
+    (3m + l) * tap_step): L output channels side by side in w (nbops/cpu/_winograd.py's
+    _winograd_weights transposes them there), tap_step L, or -L from the last tap for the turned kernel
+    of F23's input gradient. 9 masked loads, the transform, 16 masked stores."""
     if kind == 0:
-        _weights0(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+        _weights0(w, base, tap_step, count, packed, pstart, pstride)
     elif kind == 1:
-        _weights1(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+        _weights1(w, base, tap_step, count, packed, pstart, pstride)
     else:
-        _weights2(w, base, lane_stride, tap_step, count, packed, pstart, pstride)
+        _weights2(w, base, tap_step, count, packed, pstart, pstride)
