@@ -252,23 +252,25 @@ def _pack_span(weights, channel_base, tap_index, first, valid, t0, t1, dst, widt
 # weight vectors for 28 multiply-adds (the 12 x 32 tile's two unaligned input loads split cache lines).
 
 
-def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefetch=TILE_PREFETCH, spacing=1, vectors=4):
+def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first, prefetch=TILE_PREFETCH, spacing=1, vectors=4):
     """out(ostart + 4L p + c) += sum_{t < ntaps} src(start + offsets(t) + spacing * p) * weights(wstart + 4L t + c)
-    for p < ROW_TILE positions and c < `vectors` L channels (the tile's sums in registers over the taps;
+    for p < ROW_TILE positions and c < `vectors` L channels, or where `first` is not 0, out(ostart + 4L p
+    + c) = bias(bstart + c) + that sum, out not read (a first run of taps, as tile12x32's: no pass that
+    fills the sums with the bias first; 1.00-1.03x) (the tile's sums in registers over the taps;
     `spacing` 2: the positions of a stride-2 convolution, read from planes laid out without a stride;
     `vectors` 2: a block's last 2L channels or fewer, where 4 vectors computed up to twice the sums
     needed: 96 and 160 channels, MobileNet's). Each tap
     step prefetches the input line of the tap `prefetch` ahead, as tile12x32 does (+0-6% on ResNet-50's
     7x7 and 14x14 layers, most on 1x1 kernels)."""
-    arrays = (src, offsets, weights, out)
+    arrays = (src, offsets, weights, out, bias)
     if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
         return None
-    if src.dtype not in (types.float32, types.float64) or weights.dtype != src.dtype or out.dtype != src.dtype:
+    if src.dtype not in (types.float32, types.float64) or any(a.dtype != src.dtype for a in (weights, out, bias)):
         return None
-    signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart)
+    signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first)
 
     def codegen(context, builder, signature, args):
-        src_p, start, offsets_p, ntaps, weights_p, wstart, out_p, ostart = intrinsic_arguments(context, builder, signature, args)
+        src_p, start, offsets_p, ntaps, weights_p, wstart, out_p, ostart, bias_p, bstart, first = intrinsic_arguments(context, builder, signature, args)
         v = _Lanes(builder, signature.args[0].dtype)
 
         def step(t, sums):
@@ -280,9 +282,17 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, prefet
             return v.outer(src_p, [builder.add(base, v.const(spacing * p)) for p in range(ROW_TILE)], weights, sums)
 
         totals = v.tap_loop(ntaps, ROW_TILE, vectors, step)
-        for p in range(ROW_TILE):
-            for c in range(vectors):
-                v.add_to(out_p, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c)), totals[p][c])
+        with builder.if_else(builder.icmp_signed("!=", first, v.const(0))) as (store, add):
+            with store:
+                offsets = [builder.load(v.at(bias_p, builder.add(bstart, v.const(v.lanes * c))), align=v.size) for c in range(vectors)]
+                for p in range(ROW_TILE):
+                    for c in range(vectors):
+                        value = builder.fadd(totals[p][c], offsets[c])
+                        builder.store(value, v.at(out_p, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c))), align=v.size)
+            with add:
+                for p in range(ROW_TILE):
+                    for c in range(vectors):
+                        v.add_to(out_p, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c)), totals[p][c])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -295,23 +305,23 @@ ROW_RUN = 128  # taps per row-tile call (their packed weights, 32 KB in float32,
 
 
 @intrinsic
-def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
-    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart)
+def row7x4(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first)
 
 
 @intrinsic
-def row7x4s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
-    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, spacing=2)
+def row7x4s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first, spacing=2)
 
 
 @intrinsic
-def row7x2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
-    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, vectors=2)
+def row7x2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first, vectors=2)
 
 
 @intrinsic
-def row7x2s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart):
-    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, spacing=2, vectors=2)
+def row7x2s2(typingctx, src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first):
+    return _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first, spacing=2, vectors=2)
 
 
 @parallel_kernel(cache=True)
@@ -325,9 +335,10 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
     its weights are packed(g * blocks + b) (_pack_taps, before the call). The tasks go block by block
     where `by_block` (the samples, or groups of rows, within), so that a thread's run of tasks reads
     one block's weights from L2 (256->256 3x3 at 14x14: 1.03-1.07x), else sample by sample (a
-    sample's planes read from L2: 1x1 kernels at 14x14 ran 0.84-0.93x block by block). For each sample, its sums,
-    position-major (4L channels per position) and started at the bias, take each run of ROW_RUN taps
-    tile by tile, then are written to out, L x L blocks transposed in registers, through its flat
+    sample's planes read from L2: 1x1 kernels at 14x14 ran 0.84-0.93x block by block). For each
+    sample, its sums, position-major (4L channels per position), take each run of ROW_RUN taps tile by
+    tile (the first run stores them, the bias added), then are written to out, L x L blocks
+    transposed in registers, through its flat
     place (_flat_place: out(n, j, h, w) = flat_out(place(0) + n * place(1) + j * place(2) + h * W_out + w),
     or + spots(h * W_out + w) where spots is not empty: a transposed convolution's phase, every second
     row and column of its output). stride 2: a stride-2 convolution on planes laid out without a stride
@@ -361,24 +372,24 @@ def _conv2d_rows(xs, tail, packed, weights, channel_base, tap_index, packed_bias
         positions = (h1 - h0) * out_w
         half = group_out - b * width <= 2 * lanes  # (a group's last block of at most 2L channels: row7x2)
         sums = _empty_aligned(positions * width, out)
+        bstart = (g * blocks + b) * width  # (the block's bias in packed_bias)
         for n in range(n0, n0 + samples):
-            for p in range(positions):
-                sums[p * width : (p + 1) * width] = packed_bias[(g * blocks + b) * width : (g * blocks + b + 1) * width]
             src = xs[n] if n < xs.shape[0] else tail[n - xs.shape[0]]
             for t0 in range(0, ntaps, ROW_RUN):
                 t1 = min(ntaps, t0 + ROW_RUN)
+                first = t0 == 0  # (the first run stores its sums with the bias added)
                 for h in range(h0, h1):
                     for w0 in range(0, out_w, ROW_TILE):
                         at = ((h - h0) * out_w + w0) * width
                         start = g * group_size + stride * (h * plane_w + w0)
                         if half and stride == 1:
-                            row7x2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                            row7x2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at, packed_bias, bstart, first)
                         elif half:
-                            row7x2s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                            row7x2s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at, packed_bias, bstart, first)
                         elif stride == 1:
-                            row7x4(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                            row7x4(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at, packed_bias, bstart, first)
                         else:
-                            row7x4s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at)
+                            row7x4s2(src, start, offsets[t0:t1], t1 - t0, block, t0 * width, sums, at, packed_bias, bstart, first)
             valid = min(width, group_out - b * width)
             for c0 in range(0, valid, lanes):  # L positions x L channels of the sums at a time, transposed
                 at = place[0] + n * place[1] + (g * group_out + b * width + c0) * place[2]
