@@ -85,7 +85,7 @@ def _winograd_weights(w, in_channels, out_channels, turned, kind, packed):
     the fourth again, see _entry). A task is one block of twelve output channels, L at a time, and
     WEIGHT_CHANNELS input channels at a time: their kernels transposed into `side`, side(9 (c - c0) L +
     L t + i) = g_(j0 + i)(c, t) (L output channels side by side, tap t = 3m + l; transpose_lanes: a
-    gather per tap took 3x as long), then transformed from there (transform_weights)."""
+    gather per tap took 1.5x as long on 2 threads), then transformed from there (transform_weights)."""
     lanes = 64 // packed.itemsize
     blocks = packed.shape[0] // 16
     flat = w.reshape(-1)

@@ -136,7 +136,7 @@ def _in_typing(kind, src, first, width, row, height, column, count, V, vstart, v
                 for shift in shifts
             }
             rows.append([_deinterleave(b, loaded[q - q % step], q % step, lanes) for q in range(size)])
-        half = ir.Constant(v.vector, [0.5] * v.lanes)
+        half = ir.Constant(v.vector, [0.5] * lanes)
         mask = v.lanes_below(count)
         for k in range(entries):  # B^T d (row k), times B (entry l of it)
             combined = [_combine(b, transform[k], [rows[r][q] for r in range(size)], half) for q in range(size)]
