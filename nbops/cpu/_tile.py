@@ -256,7 +256,7 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, 
     """out(ostart + 4L p + c) += sum_{t < ntaps} src(start + offsets(t) + spacing * p) * weights(wstart + 4L t + c)
     for p < ROW_TILE positions and c < `vectors` L channels, or where `first` is not 0, out(ostart + 4L p
     + c) = bias(bstart + c) + that sum, out not read (a first run of taps, as tile12x32's: no pass that
-    fills the sums with the bias first; 1.00-1.03x) (the tile's sums in registers over the taps;
+    fills the sums with the bias first; 0.99-1.03x) (the tile's sums in registers over the taps;
     `spacing` 2: the positions of a stride-2 convolution, read from planes laid out without a stride;
     `vectors` 2: a block's last 2L channels or fewer, where 4 vectors computed up to twice the sums
     needed: 96 and 160 channels, MobileNet's). Each tap
