@@ -36,7 +36,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange, types
 from numba.extending import intrinsic
 
-from ._lanes import _Lanes, intrinsic_arguments, transpose_lanes
+from ._lanes import _Lanes, float_arrays, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel
 from ._planes import phase_taps
 from ._winograd import _thread_rows
@@ -55,11 +55,6 @@ def depthwise_fits(groups, group_in, group_out, in_shape, out_shape):
     conv.py's tiles, as correct and slower)."""
     area = max(in_shape[2] * in_shape[3], out_shape[2] * out_shape[3])
     return DEPTHWISE and groups > 1 and group_in == group_out == 1 and area <= DEPTHWISE_AREA
-
-
-def _float_arrays(*arrays):
-    """Whether the intrinsics' array arguments are arrays of one float dtype."""
-    return all(isinstance(a, types.Array) for a in arrays) and arrays[0].dtype in (types.float32, types.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
 
 
 def _loop(v, count, step, body, carried=(), name="loop"):
@@ -92,7 +87,7 @@ def dw_row(typingctx, X, xbase, xstep, offsets, ntaps, weights, wbase, init, iba
     X(xbase + p*xstep + offsets(t) + i) for the L lanes i and p < count (>= 1): POSITIONS positions at a
     time, each sum in a register over the taps (the last group's positions past count repeat the last
     one)."""
-    if not _float_arrays(X, weights, init, out) or not isinstance(offsets, types.Array) or offsets.dtype != types.int64:
+    if not float_arrays((X, weights, init, out)) or not isinstance(offsets, types.Array) or offsets.dtype != types.int64:
         return None
     signature = types.void(X, xbase, xstep, offsets, ntaps, weights, wbase, init, ibase, out, ostart, ostep, count)
 
@@ -144,7 +139,7 @@ def dw_window(typingctx, X, xbase, xstep, rows_at, nrows, ncols, weights, wbase,
     loads POSITIONS + 1. Outputs out(ostart + p*ostep + i) for p < count (>= 1); the last group's positions
     past count are computed and not stored (their window reads up to POSITIONS vectors past the row:
     the caller leaves that slack)."""
-    if not _float_arrays(X, weights, init, out) or not isinstance(rows_at, types.Array) or rows_at.dtype != types.int64:
+    if not float_arrays((X, weights, init, out)) or not isinstance(rows_at, types.Array) or rows_at.dtype != types.int64:
         return None
     signature = types.void(X, xbase, xstep, rows_at, nrows, ncols, weights, wbase, init, ibase, out, ostart, ostep, count)
 
@@ -188,7 +183,7 @@ def dw_dots(typingctx, D, dstart, dstep, X, xbase, xstep, offsets, ntaps, count,
     """acc(t*L + i) += sum_{p < count} D(dstart + p*dstep + i) * X(xbase + p*xstep + offsets(t) + i) for
     the L lanes i and taps t < ntaps (>= 1; count >= 1): for each tap, POSITIONS partial sums over the
     positions (masked past count), added together and to acc."""
-    if not _float_arrays(D, X, acc) or not isinstance(offsets, types.Array) or offsets.dtype != types.int64:
+    if not float_arrays((D, X, acc)) or not isinstance(offsets, types.Array) or offsets.dtype != types.int64:
         return None
     signature = types.void(D, dstart, dstep, X, xbase, xstep, offsets, ntaps, count, acc)
 

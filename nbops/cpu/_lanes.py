@@ -125,6 +125,12 @@ class _Lanes:
         return updated
 
 
+def float_arrays(arrays):
+    """Whether `arrays` (an intrinsic's argument types) are arrays of one float dtype, float32 or
+    float64."""
+    return all(isinstance(a, types.Array) for a in arrays) and arrays[0].dtype in (types.float32, types.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
+
+
 def intrinsic_arguments(context, builder, signature, args):
     """An intrinsic's arguments as its codegen uses them: each array as a pointer to its data, each
     integer cast to int64, in the order of the signature."""

@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._lanes import _Lanes, intrinsic_arguments
+from ._lanes import _Lanes, float_arrays, intrinsic_arguments
 
 _G2 = ((0, 0, 1), (1, 0, 1), (1, 0, 0), (0, 1, 0))  # (S2T's G: g2, g0 + g2, g0, g1; a fifth row, g1 again)
 KINDS = (
@@ -57,11 +57,6 @@ KINDS = (
         "step": 2,
     },
 )
-
-
-def _arrays_typing(arrays):
-    """Whether `arrays` are arrays of one float dtype (what the transforms' intrinsics take)."""
-    return all(isinstance(a, types.Array) for a in arrays) and arrays[0].dtype in (types.float32, types.float64) and all(a.dtype == arrays[0].dtype for a in arrays)
 
 
 def _combine(b, coefficients, values, half):
@@ -107,7 +102,7 @@ def _interleave(b, vectors, lanes):
 
 def _in_typing(kind, src, first, width, row, height, column, count, V, vstart, vstride):
     """winograd_in for the algorithm `kind` (KINDS): E x E entries of P x P patches spaced `step`."""
-    if not _arrays_typing((src, V)):
+    if not float_arrays((src, V)):
         return None
     signature = types.void(src, first, width, row, height, column, count, V, vstart, vstride)
     transform, step = KINDS[kind]["B"], KINDS[kind]["step"]
@@ -149,7 +144,7 @@ def _in_typing(kind, src, first, width, row, height, column, count, V, vstart, v
 
 def _out_typing(kind, M, mstart, mstride, count, bias, j, out, top, valid, rows, out_w):
     """winograd_out for the algorithm `kind` (KINDS): E x E entries to n x n outputs."""
-    if not _arrays_typing((M, bias, out)):
+    if not float_arrays((M, bias, out)):
         return None
     signature = types.int64(M, mstart, mstride, count, bias, j, out, top, valid, rows, out_w)
     transform = KINDS[kind]["A"]
@@ -179,7 +174,7 @@ def _out_typing(kind, M, mstart, mstride, count, bias, j, out, top, valid, rows,
 def _weights_typing(kind, w, base, tap_step, count, packed, pstart, pstride):
     """winograd_weights for the algorithm `kind` (KINDS): P x P entries of each 3x3 kernel (its G's
     distinct rows)."""
-    if not _arrays_typing((w, packed)):
+    if not float_arrays((w, packed)):
         return None
     signature = types.void(w, base, tap_step, count, packed, pstart, pstride)
     transform = KINDS[kind]["G"]
@@ -209,7 +204,7 @@ def winograd_dy(typingctx, grads, start, right, below, out_w, Z, zstart, zrow):
     and its bottom row only where `below` (else zeros, not read); the weight gradient's transform
     (nbops/cpu/_winograd_grad.py). Two vectors of L channels: 4 masked loads each, the sums, 16
     stores."""
-    if not _arrays_typing((grads, Z)):
+    if not float_arrays((grads, Z)):
         return None
     signature = types.void(grads, start, right, below, out_w, Z, zstart, zrow)
     transform = KINDS[0]["A"]
