@@ -57,30 +57,6 @@ def depthwise_fits(groups, group_in, group_out, in_shape, out_shape):
     return DEPTHWISE and groups > 1 and group_in == group_out == 1 and area <= DEPTHWISE_AREA
 
 
-def _loop(v, count, step, body, carried=(), name="loop"):
-    """for p = 0, step, ... < count: carried = body(p, carried), in LLVM IR (count > 0); returns the
-    carried values after the last step."""
-    b = v.builder
-    entry = b.basic_block
-    loop, done = b.append_basic_block(f"{name}.body"), b.append_basic_block(f"{name}.done")
-    b.branch(loop)
-    b.position_at_end(loop)
-    p = b.phi(v.i64)
-    p.add_incoming(v.const(0), entry)
-    values = [b.phi(c.type) for c in carried]
-    for phi, c in zip(values, carried):
-        phi.add_incoming(c, entry)
-    updated = body(p, values)
-    after = b.basic_block
-    p_next = b.add(p, v.const(step))
-    p.add_incoming(p_next, after)
-    for phi, u in zip(values, updated):
-        phi.add_incoming(u, after)
-    b.cbranch(b.icmp_signed("<", p_next, count), loop, done)
-    b.position_at_end(done)
-    return updated
-
-
 @intrinsic
 def dw_row(typingctx, X, xbase, xstep, offsets, ntaps, weights, wbase, init, ibase, out, ostart, ostep, count):
     """out(ostart + p*ostep + i) = init(ibase + i) + sum_{t < ntaps} weights(wbase + t*L + i) *
@@ -109,7 +85,7 @@ def dw_row(typingctx, X, xbase, xstep, offsets, ntaps, weights, wbase, init, iba
             sums = [start] * POSITIONS
             with b.if_else(b.icmp_signed(">", ntaps, v.const(0))) as (some, none):
                 with some:
-                    summed = _loop(v, ntaps, 1, tap, sums, "dw_row.tap")
+                    summed = v.loop(ntaps, 1, tap, sums, "dw_row.tap")
                     some_block = b.basic_block
                 with none:
                     none_block = b.basic_block
@@ -123,7 +99,7 @@ def dw_row(typingctx, X, xbase, xstep, offsets, ntaps, weights, wbase, init, iba
                 b.store(total, v.at(out_p, b.add(ostart, b.mul(spot, ostep))), align=v.size)
             return []
 
-        _loop(v, count, POSITIONS, group, (), "dw_row.group")
+        v.loop(count, POSITIONS, group, (), "dw_row.group")
         return context.get_dummy_value()
 
     return signature, codegen
@@ -164,15 +140,15 @@ def dw_window(typingctx, X, xbase, xstep, rows_at, nrows, ncols, weights, wbase,
                     following = load(b.add(at, b.mul(b.add(c, v.const(POSITIONS)), xstep)))
                     return updated + window[1:] + [following]
 
-                return _loop(v, ncols, 1, column, list(sums) + window, "dw_window.column")[:POSITIONS]
+                return v.loop(ncols, 1, column, list(sums) + window, "dw_window.column")[:POSITIONS]
 
-            sums = _loop(v, nrows, 1, row, [start] * POSITIONS, "dw_window.row")
+            sums = v.loop(nrows, 1, row, [start] * POSITIONS, "dw_window.row")
             for k in range(POSITIONS):
                 with b.if_then(b.icmp_signed("<", b.add(p, v.const(k)), count)):
                     b.store(sums[k], v.at(out_p, b.add(ostart, b.mul(b.add(p, v.const(k)), ostep))), align=v.size)
             return []
 
-        _loop(v, count, POSITIONS, group, (), "dw_window.group")
+        v.loop(count, POSITIONS, group, (), "dw_window.group")
         return context.get_dummy_value()
 
     return signature, codegen
@@ -205,14 +181,14 @@ def dw_dots(typingctx, D, dstart, dstep, X, xbase, xstep, offsets, ntaps, count,
                     updated.append(b.select(inside, v.fma(d, x, s), s))
                 return updated
 
-            sums = _loop(v, count, POSITIONS, group, [v.zero] * POSITIONS, "dw_dots.group")
+            sums = v.loop(count, POSITIONS, group, [v.zero] * POSITIONS, "dw_dots.group")
             total = sums[0]
             for s in sums[1:]:
                 total = b.fadd(total, s)
             v.add_to(acc_p, b.mul(t, v.const(v.lanes)), total)
             return []
 
-        _loop(v, ntaps, 1, tap, (), "dw_dots.tap")
+        v.loop(ntaps, 1, tap, (), "dw_dots.tap")
         return context.get_dummy_value()
 
     return signature, codegen

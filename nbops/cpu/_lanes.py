@@ -100,29 +100,39 @@ class _Lanes:
             address = b.bitcast(b.gep(pointer, [b.add(future, self.const(64 // self.size * line))]), byte)
             b.call(function, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
 
+    def loop(self, count, step, body, carried=(), name="loop"):
+        """for p = 0, step, ... < count: carried = body(p, carried), in LLVM IR (count > 0; the
+        carried values are phi nodes); returns the carried values after the last step."""
+        b = self.builder
+        entry = b.basic_block
+        loop, done = b.append_basic_block(f"{name}.body"), b.append_basic_block(f"{name}.done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        p = b.phi(self.i64)
+        p.add_incoming(self.const(0), entry)
+        values = [b.phi(c.type) for c in carried]
+        for phi, c in zip(values, carried):
+            phi.add_incoming(c, entry)
+        updated = body(p, values)
+        after = b.basic_block
+        p_next = b.add(p, self.const(step))
+        p.add_incoming(p_next, after)
+        for phi, u in zip(values, updated):
+            phi.add_incoming(u, after)
+        b.cbranch(b.icmp_signed("<", p_next, count), loop, done)
+        b.position_at_end(done)
+        return updated
+
     def tap_loop(self, ntaps, rows, columns, step):
         """for t < ntaps: sums = step(t, sums), sums a rows x columns tile of vectors that starts at 0
         and lives in registers (phi nodes); returns the final tile (ntaps >= 1)."""
-        b = self.builder
-        entry = b.basic_block
-        loop, done = b.append_basic_block("taps.loop"), b.append_basic_block("taps.done")
-        b.branch(loop)
-        b.position_at_end(loop)
-        t = b.phi(self.i64)
-        t.add_incoming(self.const(0), entry)
-        sums = [[b.phi(self.vector) for _ in range(columns)] for _ in range(rows)]
-        for row in sums:
-            for value in row:
-                value.add_incoming(self.zero, entry)
-        updated = step(t, sums)
-        t_next = b.add(t, self.const(1))
-        t.add_incoming(t_next, loop)
-        for r in range(rows):
-            for c in range(columns):
-                sums[r][c].add_incoming(updated[r][c], loop)
-        b.cbranch(b.icmp_signed("<", t_next, ntaps), loop, done)
-        b.position_at_end(done)
-        return updated
+
+        def body(t, flat):
+            sums = [flat[r * columns : (r + 1) * columns] for r in range(rows)]
+            return [value for row in step(t, sums) for value in row]
+
+        flat = self.loop(ntaps, 1, body, [self.zero] * (rows * columns), "taps")
+        return [flat[r * columns : (r + 1) * columns] for r in range(rows)]
 
 
 def float_arrays(arrays):
