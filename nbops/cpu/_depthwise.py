@@ -36,10 +36,9 @@ import numpy as np
 from numba import get_thread_id, njit, prange, types
 from numba.extending import intrinsic
 
-from ._lanes import _Lanes, float_arrays, intrinsic_arguments, transpose_lanes
+from ._lanes import _Lanes, _thread_rows, float_arrays, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel
 from ._planes import phase_taps
-from ._winograd import _thread_rows
 
 DEPTHWISE = True  # depthwise convolutions through these kernels (False: conv.py's tiles)
 DEPTHWISE_AREA = 1 << 16  # largest plane (positions) for this module (its blocks: 64 bytes a position)

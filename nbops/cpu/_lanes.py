@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import config, get_thread_id, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -307,3 +307,12 @@ def _reused(name, shape, dtype):
     if key not in arrays or arrays[key].size < size:
         arrays[key] = _aligned_empty((size,), dtype)
     return arrays[key][:size].reshape(shape)
+
+
+def _thread_rows(name, size, dtype):
+    """A row of `size` values for each of Numba's threads (kernels pick theirs by
+    numba.get_thread_id), kept like _reused. Calling get_thread_id here also starts Numba's threading
+    layer, which registers the function that compiled get_thread_id calls: a kernel loaded from the
+    on-disk cache skips the typing that starts it, and called address 0 in a fresh process."""
+    get_thread_id()
+    return _reused(name, (config.NUMBA_NUM_THREADS, size), dtype)

@@ -51,11 +51,11 @@ generated from them, are in nbops/cpu/_winograd_transforms.py; the steps here ta
 """
 
 import numpy as np
-from numba import config, get_thread_id, njit, prange
+from numba import get_thread_id, njit, prange
 
 from .._arrays import contiguous
 
-from ._lanes import _reused, transpose_lanes
+from ._lanes import _reused, _thread_rows, transpose_lanes
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_WEIGHT_BYTES, tile_block
 from ._winograd_transforms import transform_in, transform_out, transform_weights
@@ -272,15 +272,6 @@ def strided_winograd_fits(kernel, strides, dilations, groups, batch, in_channels
     shape = tuple(kernel) == (3, 3) and tuple(strides) == (2, 2) and tuple(dilations) == (1, 1) and groups == 1
     enough = min(in_channels, out_channels) >= max(1, WINOGRAD_CHANNELS) and _blocks(batch, out_hw) >= WINOGRAD_BLOCKS
     return WINOGRAD and STRIDED and shape and enough and min(out_hw) >= STRIDED_SIZE
-
-
-def _thread_rows(name, size, dtype):
-    """A row of `size` values for each of Numba's threads (kernels pick theirs by
-    numba.get_thread_id), kept like _reused. Calling get_thread_id here also starts Numba's threading
-    layer, which registers the function that compiled get_thread_id calls: a kernel loaded from the
-    on-disk cache skips the typing that starts it, and called address 0 in a fresh process."""
-    get_thread_id()
-    return _reused(name, (config.NUMBA_NUM_THREADS, size), dtype)
 
 
 def _transformed_inputs(x4, before, out_hw, dtype, kind=0):

@@ -13,7 +13,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from .._arrays import contiguous
-from ._lanes import _reused, flat_view
+from ._lanes import _reused, _thread_rows, flat_view
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS
 from ._weight_tiles import _channel_blocks, taps12x32
@@ -22,7 +22,6 @@ from ._winograd import (
     SKEW,
     _blocks,
     _panel_inputs,
-    _thread_rows,
     _transformed_inputs,
     winograd_fits,
 )
