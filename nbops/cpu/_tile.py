@@ -83,9 +83,9 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
                 places.append((r, c, builder.add(row, v.const(v.lanes * c)), builder.select(inside, columns[c], nothing)))
         with builder.if_else(builder.icmp_signed("!=", first, v.const(0))) as (store, add):
             with store:  # (a row past valid_rows reads bias(bstart + r) all the same: the caller's bias has 12 per block)
-                offsets = [v.broadcast(bias_p, builder.add(bstart, v.const(r))) for r in range(rows)]
+                biases = [v.broadcast(bias_p, builder.add(bstart, v.const(r))) for r in range(rows)]
                 for r, c, at, mask in places:
-                    v.masked_store(builder.fadd(totals[r][c], offsets[r]), out_p, at, mask)
+                    v.masked_store(builder.fadd(totals[r][c], biases[r]), out_p, at, mask)
             with add:
                 for r, c, at, mask in places:
                     v.masked_add_to(out_p, at, totals[r][c], mask)
@@ -282,17 +282,15 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, 
             return v.outer(src_p, [builder.add(base, v.const(spacing * p)) for p in range(ROW_TILE)], weights, sums)
 
         totals = v.tap_loop(ntaps, ROW_TILE, vectors, step)
+        places = [(p, c, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c))) for p in range(ROW_TILE) for c in range(vectors)]
         with builder.if_else(builder.icmp_signed("!=", first, v.const(0))) as (store, add):
             with store:
-                offsets = [builder.load(v.at(bias_p, builder.add(bstart, v.const(v.lanes * c))), align=v.size) for c in range(vectors)]
-                for p in range(ROW_TILE):
-                    for c in range(vectors):
-                        value = builder.fadd(totals[p][c], offsets[c])
-                        builder.store(value, v.at(out_p, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c))), align=v.size)
+                biases = [builder.load(v.at(bias_p, builder.add(bstart, v.const(v.lanes * c))), align=v.size) for c in range(vectors)]
+                for p, c, at in places:
+                    builder.store(builder.fadd(totals[p][c], biases[c]), v.at(out_p, at), align=v.size)
             with add:
-                for p in range(ROW_TILE):
-                    for c in range(vectors):
-                        v.add_to(out_p, builder.add(ostart, v.const(4 * v.lanes * p + v.lanes * c)), totals[p][c])
+                for p, c, at in places:
+                    v.add_to(out_p, at, totals[p][c])
         return context.get_dummy_value()
 
     return signature, codegen
