@@ -172,11 +172,13 @@ def test_row_tiles(size, dtype, fused, last, monkeypatch):
     stride, transposed-convolution phases 7 wide, of 1 to 4 taps per channel) and conv_transpose2d,
     against torch; and 1x1 convolutions (the input in place but its last sample; with a stride, the
     positions read gathered) and the input gradient of one. On 7-wide planes the tasks pack their
-    own blocks (fused), unless FUSED is off. Stride 2 (dilated too) reads planes laid out without a
-    stride (row7x4s2). The tasks go block by block where a block's weights outweigh a sample's planes
-    (the 3x3 kernels here, but at 28 wide), else sample by sample; one sample makes two tasks of rows
-    per block."""
+    own blocks (fused), unless FUSED is off; their rows split in two tasks (where _fused_split would
+    keep them whole at these sizes). Stride 2 (dilated too) reads planes laid out without a stride
+    (row7x4s2). The tasks go block by block where a block's weights outweigh a sample's planes (the
+    3x3 kernels here, but at 28 wide), else sample by sample; one sample makes two tasks of rows per
+    block."""
     monkeypatch.setattr(nbops.cpu._tile, "FUSED", fused)
+    monkeypatch.setattr(nbops.cpu._tile, "_fused_split", lambda blocks, positions, rows: min(rows, 2))
     group_out = (72 if last == "half" else 112) // (1 if dtype == torch.float32 else 2)  # (a last block of L / 2 or 3L channels)
     x = randn((3, 2 * 5, size, size), dtype, seed=size)
     xs2 = randn((2, 2 * 5, 2 * size, 2 * size), dtype, seed=1)
@@ -203,6 +205,20 @@ def test_row_tiles(size, dtype, fused, last, monkeypatch):
             mine = torch.autograd.grad(nbops.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
             expected = torch.autograd.grad(F.conv2d(xg, wg, None, stride, 1, 1, 2).square().sum(), xg)[0]
             assert_same(mine, expected, SUM_TOL[dtype])
+
+
+def test_fused_split(monkeypatch):
+    """_fused_split, the row tiles' split of the rows for tasks that pack their own blocks: between 1
+    and min(rows, 4); whole rows where the blocks already give each thread the same number of tasks
+    and the packing is a large share of a task (4 blocks on 2 threads, batch 8 at 7x7), two where 3
+    blocks would leave a thread idle half the time."""
+    monkeypatch.setattr(nbops.cpu._tile.numba, "get_num_threads", lambda: 2)
+    split = nbops.cpu._tile._fused_split
+    assert split(4, 8 * 49, 7) == 1 and split(3, 8 * 49, 7) == 2 and split(1, 1, 1) == 1
+    for blocks in range(1, 20):
+        for rows in range(1, 15):
+            for positions in (1, 49 * rows, 10**6):
+                assert 1 <= split(blocks, positions, rows) <= min(rows, 4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
