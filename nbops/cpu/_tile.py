@@ -11,7 +11,18 @@ for r < 12 and c < 2L. In conv2d's terms (nbops/cpu/conv.py): r an output channe
 c one of 2L consecutive positions q = h * Wq + w of an output plane, t a tap (k, m, l), offsets(t) its
 place in the input's phase planes, weights the block's taps packed tap-major (twelve values per tap).
 The caller runs the taps in blocks (so that their inputs and weights stay in L1) and starts the output
-at the bias.
+at the bias. The tile, one box per 512-bit register:
+
+                        positions q .. q+L-1       q+L .. q+2L-1
+                     +-----------------------+-----------------------+
+      channel r = 0  |  sum_t w(0) x(t, 0..) |                       |   24 sums, in registers
+                  1  |                       |                       |   over the whole run of
+                 ..  |          ...          |          ...          |   taps t
+                 11  |                       |                       |
+                     +-----------------------+-----------------------+
+      each tap t:      x(t, ..) = src(start + offsets(t) + q ..): two vector loads across,
+                       w(r) = weights(wstart + 12 t + r): twelve broadcasts down,
+                       box(r, v) += w(r) * x(t, v): 24 fused multiply-adds
 
 The 12 x 2L sums live in 24 512-bit registers for the whole loop over the taps (AVX-512 has 32); a
 tap step loads two vectors of input, broadcasts twelve weights, and issues 24 fused multiply-adds
@@ -250,7 +261,18 @@ def _pack_span(weights, channel_base, tap_index, first, valid, t0, t1, dst, widt
 # positions of one output row x 4 vectors of output channels (4L = 64 float32, 32 float64), 28
 # registers. The positions are exactly the row's (no thrown-away columns: at 7x7 the 32-position tiles
 # computed 64 values for 49), and a tap step broadcasts 7 inputs from one place and loads 4 aligned
-# weight vectors for 28 multiply-adds (the 12 x 32 tile's two unaligned input loads split cache lines).
+# weight vectors for 28 multiply-adds (the 12 x 32 tile's two unaligned input loads split cache lines):
+#
+#                   channels c .. c+L-1    c+L ..   c+2L ..   c+3L ..
+#                 +---------------------+---------+---------+---------+
+#    position p=0 |  sum_t x(t, 0) w(t) |         |         |         |   28 sums, in registers
+#               1 |                     |         |         |         |   over the run of taps t
+#              .. |         ...         |   ...   |   ...   |   ...   |
+#               6 |                     |         |         |         |
+#                 +---------------------+---------+---------+---------+
+#    each tap t:    w(t, ..) = weights(wstart + 4L t ..): four aligned vector loads across,
+#                   x(t, p) = src(start + offsets(t) + p): seven broadcasts down,
+#                   box(p, v) += x(t, p) * w(t, v): 28 fused multiply-adds
 
 
 def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first, prefetch=TILE_PREFETCH, spacing=1, vectors=4):

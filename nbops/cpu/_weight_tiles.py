@@ -6,6 +6,17 @@ block contiguous over q) so that one vector load reads 2L channels at one positi
 of each tap at q is broadcast. _conv2d_weight_tiles runs it over a whole weight gradient. The plain
 loops of the same sum, conv.py's _conv2d_weight_grad, are what the tests also run both dtypes through
 (with torch as the reference).
+
+                       output channels c ..         c+L .. c+2L-1
+                   +-------------------------+-------------------------+
+        tap r = 0  |  sum_q x(r, q) g(q, ..) |                         |   24 sums, in registers
+                1  |                         |                         |   over every sample and
+               ..  |           ...           |           ...           |   output position q
+               11  |                         |                         |
+                   +-------------------------+-------------------------+
+        each q:      g(q, ..) = grad_output's 2L channels at q (laid out side by side): two loads across,
+                     x(r, q) = the input that tap r reads for q: twelve broadcasts down,
+                     box(r, v) += x(r, q) * g(q, v): 24 fused multiply-adds
 """
 
 import numpy as np
