@@ -157,9 +157,7 @@ def intrinsic_arguments(context, builder, signature, args):
 def gather_lanes(typingctx, source, indices, istart, shift, dst, dstart, count):
     """dst(dstart + c) = source(indices(istart + c) + shift) for c < count <= L: one masked gather
     (vgatherqps / vgatherqpd) and one masked store, lanes c >= count untouched."""
-    if not all(isinstance(a, types.Array) for a in (source, indices, dst)) or indices.dtype != types.int64:
-        return None
-    if source.dtype not in (types.float32, types.float64) or dst.dtype != source.dtype:
+    if not float_arrays((source, dst)) or not isinstance(indices, types.Array) or indices.dtype != types.int64:
         return None
     signature = types.void(source, indices, istart, shift, dst, dstart, count)
 
@@ -209,9 +207,7 @@ def _transpose_typing(source, dst, signature, column_store):
     """The typing and codegen of the transposing intrinsics: the block of `_transposed`, then
     store(c, column c's vector) for c < columns, store = column_store(v, dst pointer, mask of the rows,
     the intrinsic's other arguments) (what all columns share is computed there, once)."""
-    if not all(isinstance(a, types.Array) for a in (source, dst)) or dst.dtype != source.dtype:
-        return None
-    if source.dtype not in (types.float32, types.float64):
+    if not float_arrays((source, dst)):
         return None
 
     def codegen(context, builder, signature, args):

@@ -42,7 +42,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .._arrays import contiguous
-from ._lanes import _aligned_empty, _empty_aligned, _Lanes, flat_view, gather_lanes, intrinsic_arguments, transpose_lanes, transpose_scatter
+from ._lanes import _aligned_empty, _empty_aligned, _Lanes, flat_view, float_arrays, gather_lanes, intrinsic_arguments, transpose_lanes, transpose_scatter
 from ._parallel import parallel_kernel, unravel3
 
 TILE_ROWS = 12  # output channels per tile
@@ -64,10 +64,7 @@ def _tile_typing(rows, src, start, offsets, ntaps, weights, wstart, out, ostart,
     Each tap step also prefetches the input lines of the tap `prefetch` taps ahead (the last tap's near
     the end): a 1x1 kernel's taps each read another channel's plane, which the hardware prefetchers do
     not foresee (256->64 1x1 on 56x56: 97-102 -> 132-140 GFLOP/s; 3x3 layers +0-10%)."""
-    arrays = (src, offsets, weights, out, bias)
-    if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
-        return None
-    if src.dtype not in (types.float32, types.float64) or any(a.dtype != src.dtype for a in (weights, out, bias)):
+    if not float_arrays((src, weights, out, bias)) or not isinstance(offsets, types.Array) or offsets.dtype != types.int64:
         return None
     signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, ostride, valid_rows, valid_columns, bias, bstart, first)
 
@@ -289,10 +286,7 @@ def _row_typing(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, 
     needed: 96 and 160 channels, MobileNet's). Each tap
     step prefetches the input line of the tap `prefetch` ahead, as tile12x32 does (+0-6% on ResNet-50's
     7x7 and 14x14 layers, most on 1x1 kernels)."""
-    arrays = (src, offsets, weights, out, bias)
-    if not all(isinstance(a, types.Array) for a in arrays) or offsets.dtype != types.int64:
-        return None
-    if src.dtype not in (types.float32, types.float64) or any(a.dtype != src.dtype for a in (weights, out, bias)):
+    if not float_arrays((src, weights, out, bias)) or not isinstance(offsets, types.Array) or offsets.dtype != types.int64:
         return None
     signature = types.void(src, start, offsets, ntaps, weights, wstart, out, ostart, bias, bstart, first)
 

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ._lanes import _empty_aligned, _Lanes, _reused, flat_view, intrinsic_arguments, transpose_lanes
+from ._lanes import _empty_aligned, _Lanes, _reused, flat_view, float_arrays, intrinsic_arguments, transpose_lanes
 from ._parallel import parallel_kernel, unravel3
 from ._tile import TILE_ROWS, TILE_TASKS
 
@@ -31,10 +31,7 @@ from ._tile import TILE_ROWS, TILE_TASKS
 def _taps_typing(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride, spacing=1):
     """The typing and codegen of taps12x32 (below), the inputs of consecutive positions `spacing`
     apart in xs (2: taps12x32s2)."""
-    arrays = (grads, xs, xstarts, out)
-    if not all(isinstance(x, types.Array) for x in arrays) or xstarts.dtype != types.int64:
-        return None
-    if grads.dtype not in (types.float32, types.float64) or xs.dtype != grads.dtype or out.dtype != grads.dtype:
+    if not float_arrays((grads, xs, out)) or not isinstance(xstarts, types.Array) or xstarts.dtype != types.int64:
         return None
     signature = types.void(grads, gstart, gstride, gstep, xs, xstarts, xstride, samples, rows, width, xrow, out, ostart, ostride)
 
